@@ -1,0 +1,31 @@
+"""ytcaption: a job server that turns YouTube videos into Whisper transcripts.
+
+This package is the Flask API and the core shared with workers and scheduler. It never
+imports the ML stack: jobs are enqueued by import path (see ``app.jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the API: settings from defaults, then the environment, then ``config``."""
+    from app import api, errors_http, health, services
+    from app.settings import Settings
+
+    settings = Settings.load(config)
+    app = Flask(__name__)
+    app.config["YTCAPTION_SETTINGS"] = settings
+    app.json.sort_keys = False
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    services.init_app(app, settings)
+    errors_http.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    return app

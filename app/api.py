@@ -1,0 +1,76 @@
+"""The HTTP API: submit, status, cancel, transcript."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, url_for
+
+from app.auth import authenticated, current_user
+from app.errors import InvalidJSON, NotFound, UnknownFormat
+from app.formats import FORMATS
+from app.jobs import cancel_job, describe_job, enqueue_transcription, fetch_owned_job, queue_for_tier
+from app.services import services
+from app.validation import parse_submit
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+#: Largest accepted request body; a submit body is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+
+@bp.before_request
+def _limit_body():
+    request.max_content_length = MAX_BODY_BYTES
+
+
+@bp.post("/transcribe/async/submit")
+@authenticated
+def submit():
+    """Accept a video for transcription; answer at once with the job id."""
+    payload = request.get_json(force=True, silent=True)
+    if payload is None:
+        raise InvalidJSON("The request body must be a JSON object, e.g. {\"youtube_url\": \"...\"}.")
+    svc = services()
+    transcription = parse_submit(payload, svc.settings)
+    user = current_user()
+    queue = svc.queues[queue_for_tier(user.tier)]
+    job = enqueue_transcription(queue, transcription, user, svc.settings)
+    status_url = url_for("api.status", job_id=job.id)
+    body = {
+        "job_id": job.id,
+        "status": "accepted",
+        "queue": queue.name,
+        "message": f"Transcription of {transcription.video.url} is queued on the {queue.name} queue.",
+        "status_url": status_url,
+    }
+    return body, 202, {"Location": status_url}
+
+
+@bp.get("/transcribe/async/status/<job_id>")
+@authenticated
+def status(job_id: str):
+    job = fetch_owned_job(services().redis, job_id, current_user())
+    return describe_job(job)
+
+
+@bp.delete("/transcribe/async/cancel/<job_id>")
+@authenticated
+def cancel(job_id: str):
+    svc = services()
+    job = fetch_owned_job(svc.redis, job_id, current_user())
+    status = cancel_job(svc.redis, job)
+    if status == "cancelled":
+        return {"job_id": job.id, "status": "cancelled", "message": "The job is cancelled."}
+    return {"job_id": job.id, "status": status, "message": "The running job is being stopped."}, 202
+
+
+@bp.get("/transcriptions/<transcription_id>")
+@authenticated
+def transcription(transcription_id: str):
+    fmt = request.args.get("format", "json").lower()
+    if fmt not in FORMATS:
+        raise UnknownFormat(f"Format {fmt!r} is not offered; choose one of: {', '.join(FORMATS)}.")
+    record = services().transcripts.get(transcription_id)
+    if record is None or record.get("user_id") != current_user().id:
+        raise NotFound(f"No transcription {transcription_id!r}.")
+    content_type, render = FORMATS[fmt]
+    return Response(render(record), content_type=content_type)

@@ -1,0 +1,56 @@
+"""Render every error as JSON: ``{"error": code, "message": sentence}`` with the right status.
+
+Covers ytcaption's own errors, Flask/Werkzeug's HTTP errors (404 for unknown routes, 405,
+413, ...), an unreachable Redis (503 with ``Retry-After``) and, as a last resort, any bug (500
+without a traceback in the body; the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from app.errors import ServiceUnavailable, YtcaptionError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: YtcaptionError):
+    response = jsonify({"error": error.code, "message": error.message})
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def _http_error(exc: HTTPException):
+    code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+    response = jsonify({"error": code, "message": exc.description or exc.name})
+    response.status_code = exc.code or 500
+    headers = dict(exc.get_headers())
+    for name in ("Allow", "Retry-After"):
+        if name in headers:
+            response.headers[name] = headers[name]
+    return response
+
+
+def _redis_down(exc: Exception):
+    log.warning("Redis unreachable: %s", exc)
+    return error_response(ServiceUnavailable())
+
+
+def _unexpected(exc: Exception):
+    log.exception("Unhandled error")
+    return error_response(YtcaptionError())
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(YtcaptionError, error_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RedisConnectionError, _redis_down)
+    app.register_error_handler(RedisTimeoutError, _redis_down)
+    app.register_error_handler(Exception, _unexpected)

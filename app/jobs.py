@@ -1,0 +1,176 @@
+"""Transcription jobs as the API sees them: enqueue by import path, look up, describe, cancel.
+
+The API never imports ``workers``: it names the job function by its import path, so the API
+process stays free of the ML stack. Rules that keep the job record consistent:
+
+- ``job.meta`` is written by the API only at enqueue time, afterwards only by the job itself
+  (RQ writes meta as one blob, so two writers would overwrite each other);
+- a cancel request is therefore its own key, ``ytcaption:cancel:<job_id>``, which the job polls.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from app.errors import JobAlreadyFinished, NotFound
+from app.settings import Settings
+from app.users import User
+from app.validation import TranscriptionRequest
+
+#: Queue names in priority order: workers listen to them in this order.
+QUEUE_NAMES = ("express", "standard", "batch")
+TRANSCRIBE_VIDEO = "workers.jobs.transcribe_video"
+
+_TIER_QUEUE = {"free": "standard", "pro": "express", "enterprise": "express"}
+_CANCEL = "ytcaption:cancel:{}"
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+_PENDING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED,
+            JobStatus.RATE_LIMITED, JobStatus.READY_TO_ENQUEUE}
+
+
+def queue_for_tier(tier: str) -> str:
+    return _TIER_QUEUE[tier]
+
+
+def make_queues(connection: Redis) -> dict[str, Queue]:
+    return {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
+
+
+def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings) -> Job:
+    """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key."""
+    return queue.enqueue(
+        TRANSCRIBE_VIDEO,
+        kwargs={
+            "url": request.video.url,
+            "video_id": request.video.video_id,
+            "language": request.language,
+            "model": request.model,
+            "user_id": user.id,
+        },
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.result_ttl,
+        description=f"transcribe {request.video.url}",
+        meta={"progress": 0, "stage": "queued"},
+    )
+
+
+def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:
+    """The job ``job_id`` if ``user`` submitted it; ``NotFound`` otherwise (same answer for both)."""
+    if not _JOB_ID.match(job_id):
+        raise NotFound(f"No job {job_id!r}.")
+    try:
+        job = Job.fetch(job_id, connection=connection)
+        owner = job.kwargs.get("user_id")
+    except (NoSuchJobError, DeserializationError):
+        raise NotFound(f"No job {job_id!r}.") from None
+    if owner != user.id:
+        raise NotFound(f"No job {job_id!r}.")
+    return job
+
+
+def is_cancel_requested(connection: Redis, job_id: str) -> bool:
+    return bool(connection.exists(_CANCEL.format(job_id)))
+
+
+def public_status(job: Job, status: JobStatus | None = None) -> str:
+    """Map RQ's status to the API's: pending, processing, completed, failed, cancelled."""
+    status = status or job.get_status()
+    if status in _PENDING:
+        return "pending"
+    if status == JobStatus.STARTED:
+        return "processing"
+    if status == JobStatus.FINISHED:
+        return "completed"
+    if status in (JobStatus.STOPPED, JobStatus.CANCELED):
+        return "cancelled"
+    if status == JobStatus.FAILED and (job.meta.get("error") or {}).get("type") == "cancelled":
+        return "cancelled"
+    return "failed"
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    """The status document of ``GET /status/<job_id>``."""
+    rq_status = job.get_status()
+    status = public_status(job, rq_status)
+    meta = job.meta
+    kwargs = job.kwargs
+    body: dict[str, Any] = {
+        "job_id": job.id,
+        "status": status,
+        "stage": meta.get("stage", "queued"),
+        "progress": meta.get("progress", 0),
+        "queue": job.origin,
+        "youtube_url": kwargs.get("url"),
+        "video_id": kwargs.get("video_id"),
+        "language": kwargs.get("language") or "auto",
+        "model": kwargs.get("model"),
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+    }
+    if status == "pending":
+        body["position"] = job.get_position()
+    elif status == "processing" and is_cancel_requested(job.connection, job.id):
+        body["stage"] = "cancelling"
+    elif status == "completed":
+        body["progress"] = 100
+        body["stage"] = "completed"
+        body["result"] = job.return_value()
+    elif status == "cancelled":
+        body["stage"] = "cancelled"
+    elif status == "failed":
+        body["stage"] = "failed"
+        body["error"] = _failure(job)
+    return body
+
+
+def cancel_job(connection: Redis, job: Job) -> str:
+    """Cancel ``job``: a queued job never runs, a running one is stopped.
+
+    Returns the job's public status after the request: ``cancelled``, or ``processing``
+    while a running job is being stopped. Cancelling twice is harmless.
+
+    Raises:
+        JobAlreadyFinished: the job already completed or failed.
+    """
+    status = public_status(job)
+    if status == "cancelled":
+        return status
+    if status in ("completed", "failed"):
+        raise JobAlreadyFinished(f"Job {job.id} has already {'completed' if status == 'completed' else 'failed'}.")
+
+    # The flag first: a worker that dequeues the job from now on sees it before doing any work.
+    connection.set(_CANCEL.format(job.id), 1, ex=max(job.timeout or 0, 86400))
+    if status == "pending" and connection.lrem(Queue(job.origin, connection=connection).key, 0, job.id):
+        # Removed from the queue list atomically, so no worker has it: safe to cancel.
+        job.cancel()
+        return "cancelled"
+    try:
+        send_stop_job_command(connection, job.id)
+    except InvalidJobOperation:
+        pass  # dequeued but not yet started: the job sees the flag when it starts
+    return "processing"
+
+
+def _failure(job: Job) -> dict[str, str]:
+    error = job.meta.get("error")
+    if error:
+        return {"type": error["type"], "message": error["message"]}
+    # The work horse died before it could record anything (killed, out of memory, ...).
+    result = job.latest_result()
+    detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
+    return {"type": "worker_error", "message": detail[0] if detail else "The job failed without an error message."}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None

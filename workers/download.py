@@ -1,0 +1,131 @@
+"""Download the audio of one video with yt-dlp, and map yt-dlp's errors to ytcaption's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yt_dlp import YoutubeDL
+from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
+
+from app.errors import (
+    JobError,
+    TransientDownloadError,
+    UnsupportedURL,
+    VideoTooLong,
+    VideoUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Phrases YouTube uses for videos that will never download, whatever we retry.
+_GONE = (
+    "video unavailable",
+    "private video",
+    "has been removed",
+    "is not available",
+    "no longer available",
+    "members-only",
+    "sign in to confirm your age",
+    "account associated with this video has been terminated",
+    "copyright",
+)
+
+
+@dataclass(frozen=True)
+class Media:
+    path: Path
+    title: str | None
+    duration: float | None  # from the metadata; None when the site does not say
+
+
+def fetch_audio(
+    url: str,
+    directory: Path,
+    *,
+    max_duration: int,
+    on_progress: Callable[[float], None] | None = None,
+) -> Media:
+    """Download the best audio of ``url`` into ``directory``.
+
+    The duration in the metadata is checked before anything is downloaded.
+
+    Raises:
+        VideoTooLong, VideoUnavailable, UnsupportedURL, TransientDownloadError.
+    """
+
+    def hook(status: dict[str, Any]) -> None:
+        if on_progress and status.get("status") == "downloading":
+            total = status.get("total_bytes") or status.get("total_bytes_estimate")
+            if total:
+                on_progress(min(1.0, status.get("downloaded_bytes", 0) / total))
+
+    options = {
+        "format": "bestaudio/best",
+        "outtmpl": {"default": str(directory / "media.%(ext)s")},
+        "paths": {"home": str(directory), "temp": str(directory)},
+        "noplaylist": True,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "no_color": True,
+        "cachedir": False,
+        "logger": log,
+        "progress_hooks": [hook],
+        "socket_timeout": 30,
+        # Job-level retries decide whether to try again; yt-dlp retries only brief hiccups.
+        "retries": 2,
+        "extractor_retries": 1,
+        "overwrites": True,
+    }
+    with _mapped_errors(), YoutubeDL(options) as ydl:
+        info = ydl.extract_info(url, download=False)
+        if info.get("_type") in ("playlist", "multi_video"):
+            raise UnsupportedURL("The URL points to a list of videos, not to one video.")
+        if info.get("is_live"):
+            raise UnsupportedURL("Live streams cannot be transcribed; submit the video once the stream has ended.")
+        duration = info.get("duration")
+        if duration and duration > max_duration:
+            raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
+        info = ydl.process_ie_result(info, download=True)
+        downloads = info.get("requested_downloads") or []
+        if not downloads or not Path(downloads[0]["filepath"]).exists():
+            raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
+        return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions)."""
+    try:
+        yield
+    except (DownloadError, ExtractorError) as exc:
+        raise classify(exc) from exc
+
+
+def classify(exc: Exception) -> JobError:
+    """Decide whether a yt-dlp failure is worth retrying."""
+    cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
+    message = _clean(str(exc))
+    if isinstance(cause, UnsupportedError):
+        return UnsupportedURL(f"No video was found at this URL ({message}).")
+    if isinstance(cause, HTTPError):
+        if cause.status == 429 or cause.status >= 500:
+            return TransientDownloadError(f"The video host answered HTTP {cause.status}; try again later.")
+        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({message}).")
+    if isinstance(cause, TransportError):
+        return TransientDownloadError(f"Network error while downloading: {message}.")
+    if any(phrase in message.lower() for phrase in _GONE):
+        return VideoUnavailable(message)
+    if isinstance(cause, ExtractorError) and cause.expected:
+        return VideoUnavailable(message)
+    return TransientDownloadError(message)
+
+
+def _clean(message: str) -> str:
+    return message.removeprefix("ERROR: ").strip()

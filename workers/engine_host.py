@@ -1,0 +1,216 @@
+"""The engine host: one process per worker that loads the model once and serves its jobs.
+
+Why not load the model in the worker and let RQ fork a work horse per job? CTranslate2 (the
+runtime under faster-whisper) runs a model on its own threads, and threads do not survive
+``fork()``: a work horse forked after the model was loaded waits forever for its first result
+(seen here with faster-whisper 1.2 / ctranslate2 4.8, whatever the thread settings).
+
+So each ``ytcaption worker`` starts this host next to it. The host loads the default model once,
+then serves one transcription at a time over a private unix socket. The work horse keeps RQ's
+guarantees (timeout, stop, crash detection) and talks to the host through ``RemoteEngine``;
+when a horse is killed, its connection closes and the host abandons that transcription at the
+next segment. If the host itself dies, the worker starts a new one before the next job.
+
+Protocol (``multiprocessing.connection`` messages): the client sends
+``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
+``{"event": "segment", ...}`` messages then ``{"event": "done", ...}`` or
+``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+
+from app.errors import EngineUnavailable, JobError, job_error
+from app.settings import Settings
+from workers.engines import FasterWhisperEngine, ProgressCallback, Segment, Transcript, create_engine
+
+log = logging.getLogger(__name__)
+
+
+class RemoteEngine:
+    """The ``Engine`` a work horse uses: it forwards the work to the engine host."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def _connect(self) -> Connection:
+        try:
+            return Client(self.address, family="AF_UNIX")
+        except OSError as exc:
+            raise EngineUnavailable(f"The engine host is not reachable: {exc}.") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self._connect() as conn:
+                conn.send({"op": "ping"})
+                return conn.recv().get("event") == "pong"
+        except (EngineUnavailable, OSError, EOFError):
+            return False
+
+    def transcribe(
+        self,
+        path: str,
+        *,
+        language: str | None,
+        model: str,
+        max_duration: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        with self._connect() as conn:
+            conn.send({"op": "transcribe", "path": path, "language": language, "model": model,
+                       "max_duration": max_duration})
+            segments: list[Segment] = []
+            while True:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise EngineUnavailable() from exc
+                event = message["event"]
+                if event == "segment":
+                    segments.append(Segment(message["start"], message["end"], message["text"]))
+                    if on_progress:
+                        on_progress(message["fraction"])
+                elif event == "done":
+                    return Transcript(language=message["language"], duration=message["duration"],
+                                      model=message["model"], segments=segments,
+                                      model_load_seconds=message["model_load_seconds"])
+                else:
+                    raise job_error(message["type"], message["message"])
+
+
+class EngineHost:
+    """The worker's handle on its engine host process: start, check, restart, stop."""
+
+    def __init__(self, settings: Settings, start_timeout: float = 300.0) -> None:
+        self.settings = settings
+        self.start_timeout = start_timeout
+        self._dir = Path(tempfile.mkdtemp(prefix="ytcaption-engine-"))  # mode 0700: private socket
+        self.address = str(self._dir / "engine.sock")
+        self.process: subprocess.Popen | None = None
+        self.client = RemoteEngine(self.address)
+
+    def start(self) -> None:
+        """Start the host and wait until its default model is loaded."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.engine_host", self.address, str(os.getpid())],
+            # Its own session: a Ctrl-C meant for the worker (which finishes its job first)
+            # must not kill the engine under that job. The worker stops it when it exits.
+            start_new_session=True,
+        )
+        while time.monotonic() - started < self.start_timeout:
+            if self.process.poll() is not None:
+                raise EngineUnavailable(
+                    f"The engine host exited with code {self.process.returncode} while starting; see its log above."
+                )
+            if os.path.exists(self.address) and self.client.ping():
+                log.info("engine host pid %s ready in %.1f s", self.process.pid, time.monotonic() - started)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EngineUnavailable(f"The engine host did not become ready within {self.start_timeout:.0f} s.")
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure_running(self) -> None:
+        """Restart the host if it died (a crash in native code, the OOM killer, ...)."""
+        if not self.is_alive():
+            if self.process is not None:
+                log.warning("engine host exited with code %s; starting a new one", self.process.returncode)
+            self.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# --- the host process -------------------------------------------------------------------------
+
+
+def serve(address: str, parent_pid: int, settings: Settings) -> None:
+    """Load the default model, then serve transcriptions until the worker goes away."""
+    engine = create_engine(settings)
+    engine.load(settings.default_model_name)
+    _exit_with_parent(parent_pid)
+    with Listener(address, family="AF_UNIX") as listener:
+        while True:
+            with listener.accept() as conn:
+                _handle(conn, engine)
+
+
+def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
+    try:
+        request = conn.recv()
+        if request.get("op") == "ping":
+            conn.send({"event": "pong"})
+            return
+
+        def send_segment(segment: Segment, fraction: float) -> None:
+            # Raises BrokenPipeError once the work horse is gone: that abandons the transcription.
+            conn.send({"event": "segment", "start": segment.start, "end": segment.end,
+                       "text": segment.text, "fraction": fraction})
+
+        try:
+            transcript = engine.transcribe(
+                request["path"], language=request["language"], model=request["model"],
+                max_duration=request["max_duration"], on_segment=send_segment,
+            )
+        except JobError as exc:
+            conn.send({"event": "error", "type": exc.code, "message": exc.message})
+            return
+        except (OSError, EOFError):
+            raise
+        except Exception as exc:  # report, keep serving: one bad file must not kill the host
+            log.exception("transcription of %s failed", request.get("path"))
+            conn.send({"event": "error", "type": "engine_error", "message": f"{exc.__class__.__name__}: {exc}"})
+            return
+        conn.send({"event": "done", "language": transcript.language, "duration": transcript.duration,
+                   "model": transcript.model, "model_load_seconds": transcript.model_load_seconds})
+    except (OSError, EOFError):
+        log.info("client went away; transcription abandoned")
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit when the worker that started us is gone (even after SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main() -> None:
+    address, parent_pid = sys.argv[1], int(sys.argv[2])
+    settings = Settings.load()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s engine-host[%(process)d] %(name)s: %(message)s")
+    try:
+        serve(address, parent_pid, settings)
+    except JobError as exc:  # the default model cannot be loaded: say so and stop
+        log.error("%s", exc.message)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
