@@ -102,6 +102,8 @@ class EngineHost:
     def start(self) -> None:
         """Start the host and wait until its default model is loaded."""
         started = time.monotonic()
+        if os.path.exists(self.address):
+            os.unlink(self.address)  # left by a host that died
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.engine_host", self.address, str(os.getpid())],
             # Its own session: a Ctrl-C meant for the worker (which finishes its job first)

@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 
+from app.errors import EngineUnavailable
 from app.jobs import QUEUE_NAMES
 from app.settings import Settings
 from workers import engines
@@ -33,7 +34,12 @@ class TranscriptionWorker(Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if self.engine_host is not None:
-            self.engine_host.ensure_running()
+            try:
+                self.engine_host.ensure_running()
+            except EngineUnavailable:
+                # Run the job anyway: it fails with engine_unavailable and RQ records that,
+                # instead of the job vanishing with a crashed worker.
+                log.exception("the engine host could not be started")
         try:
             super().execute_job(job, queue)
         finally:

