@@ -70,7 +70,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Where the embedded Redis keeps its socket, AOF and log."),
     Setting("PORT", _positive_int, "8000", "Port the API listens on (`ytcaption up`, Procfile web)."),
     Setting("WEB_CONCURRENCY", _positive_int, "2", "gunicorn worker processes serving the API."),
-    Setting("WHISPER_ENGINE", _choice("faster-whisper"), "faster-whisper", "Transcription engine."),
     Setting("WHISPER_MODEL", str, BUNDLED_MODEL,
             "Default model: `tiny.en` (bundled, offline), a CTranslate2 model directory, "
             "or a faster-whisper model name (needs network to download)."),
@@ -101,7 +100,6 @@ class Settings:
     data_dir: Path
     port: int
     web_concurrency: int
-    whisper_engine: str
     whisper_model: str
     whisper_allowed_models: dict[str, str]
     whisper_device: str
@@ -131,7 +129,6 @@ class Settings:
             data_dir=Path(values["DATA_DIR"]),
             port=values["PORT"],
             web_concurrency=values["WEB_CONCURRENCY"],
-            whisper_engine=values["WHISPER_ENGINE"],
             whisper_model=default_model,
             whisper_allowed_models=_allowed_models(default_model, values["WHISPER_ALLOWED_MODELS"]),
             whisper_device=values["WHISPER_DEVICE"],

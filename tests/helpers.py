@@ -59,3 +59,29 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def http(method: str, url: str, headers: dict | None = None, body: dict | None = None):
+    """A real HTTP request; returns ``(status, headers, text)`` without raising on 4xx/5xx."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        **(headers or {}), **({"Content-Type": "application/json"} if data else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None, {}, ""
+
+
+def ytcaption_command() -> str:
+    """The installed ``ytcaption`` console script, next to this interpreter."""
+    import sys
+    from pathlib import Path
+
+    return str(Path(sys.executable).parent / "ytcaption")

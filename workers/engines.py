@@ -157,7 +157,7 @@ def _check_duration(duration: float, max_duration: float | None) -> None:
 
 
 def create_engine(settings: Settings) -> FasterWhisperEngine:
-    """The engine named by ``WHISPER_ENGINE``."""
+    """The engine a worker uses (faster-whisper; the second engine is planned, see the README)."""
     return FasterWhisperEngine(settings)
 
 

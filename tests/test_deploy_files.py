@@ -1,0 +1,66 @@
+"""Every command in the Procfile and docker-compose.yml points to an entry point that exists."""
+
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from app.cli import cli
+from app.jobs import QUEUE_NAMES
+
+ROOT = Path(__file__).parents[1]
+
+
+def procfile_commands() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if line.strip())
+
+
+def compose_commands() -> dict[str, list[str]]:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return {name: service["command"] for name, service in services.items() if name != "redis"}
+
+
+def check_command(argv: list[str]) -> None:
+    if argv[:2] == ["sh", "-c"]:
+        argv = shlex.split(argv[2].removeprefix("exec "))
+    program, *args = argv
+    if program == "gunicorn":
+        module, _, call = args[-1].partition(":")
+        assert (module, call) == ("app", "create_app()")
+        from app import create_app
+
+        assert callable(create_app)
+    elif program == "ytcaption":
+        scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+        assert scripts["ytcaption"] == "app.cli:main"
+        assert args[0] in cli.commands
+        assert set(args[1:]) <= set(QUEUE_NAMES)
+        assert CliRunner().invoke(cli, [args[0], "--help"]).exit_code == 0
+    else:
+        pytest.fail(f"unknown program {program!r}")
+
+
+@pytest.mark.parametrize("name, command", sorted(procfile_commands().items()))
+def test_procfile_commands_exist(name, command):
+    check_command(shlex.split(command.strip()))
+
+
+def test_procfile_has_the_documented_processes():
+    assert set(procfile_commands()) == {"web", "worker_express", "worker"}
+    assert procfile_commands()["worker"].split()[2:] == list(QUEUE_NAMES)
+
+
+@pytest.mark.parametrize("name, command", sorted(compose_commands().items()))
+def test_compose_commands_exist(name, command):
+    check_command(command)
+
+
+def test_compose_redis_is_durable_and_never_evicts():
+    redis = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
+    options = dict(zip(redis[1::2], redis[2::2]))
+    assert options["--appendonly"] == "yes"
+    assert options["--maxmemory-policy"] == "noeviction"

