@@ -162,3 +162,16 @@ def test_running_the_job_again_overwrites_its_one_transcript(client, pro, media_
     assert status(client, pro, job_id)["status"] == "completed"
     assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
     assert TranscriptStore(redis, settings.transcript_ttl).get(job_id)["job_id"] == job_id
+
+
+def test_duration_in_the_metadata_is_checked_before_downloading(client, pro, media_server, run_worker):
+    """A page whose metadata (JSON-LD, as yt-dlp reads it) says the video lasts 4 hours."""
+    page = f"""<html><head><title>A long talk</title><script type="application/ld+json">
+    {{"@context": "https://schema.org", "@type": "VideoObject", "name": "A long talk",
+      "contentUrl": "{media_server.url('lecture.webm')}", "duration": "PT4H", "uploadDate": "2024-01-01"}}
+    </script></head><body></body></html>"""
+    job_id = submit(client, pro, media_server.add("talk.html", page.encode())).get_json()["job_id"]
+    run_worker()
+    body = status(client, pro, job_id)
+    assert body["error"]["type"] == "video_too_long"
+    assert body["error"]["message"] == "The video lasts 14400 s; the limit is 10800 s."
