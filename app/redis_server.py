@@ -16,6 +16,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from app.errors import ConfigurationError
+from app.processes import terminate
 
 # Longest unix socket path Linux accepts (108 bytes including the terminating NUL).
 MAX_SOCKET_PATH = 107
@@ -121,12 +122,7 @@ class RedisServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Shut down cleanly (Redis flushes its append-only file on SIGTERM)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate([self.process], timeout)
 
     def kill(self) -> None:
         """Kill -9: what a crash or the OOM killer does."""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from app.processes import terminate
 from app.redis_server import RedisServer
 from app.settings import Settings
 
@@ -65,23 +66,9 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
                 break
             time.sleep(0.2)
     finally:
-        _stop_all(processes)
+        log.info("stopping %s", ", ".join(processes))
+        terminate(processes.values(), GRACE_SECONDS)
         if redis is not None:
             redis.stop()
             log.info("embedded Redis stopped")
     return exit_code
-
-
-def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
-    for name, process in processes.items():
-        if process.poll() is None:
-            log.info("stopping %s", name)
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    for name, process in processes.items():
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %s s; killing it", name, GRACE_SECONDS)
-            process.kill()
-            process.wait()

@@ -2,7 +2,6 @@
 
 import subprocess
 
-from redis import Redis
 
 from app.redis_server import find_redis_server, free_port
 from app.users import UserStore

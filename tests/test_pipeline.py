@@ -7,7 +7,7 @@ import pytest
 from rq.job import Job
 
 from app.transcripts import TranscriptStore
-from tests.helpers import FIXTURE_TEXT, status, submit, wait_for, word_error_rate
+from tests.helpers import FIXTURE_TEXT, status, submit, word_error_rate
 
 
 @pytest.fixture

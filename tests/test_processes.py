@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-from redis import Redis
 from rq import Worker
 
 from app.redis_server import free_port

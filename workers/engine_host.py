@@ -31,6 +31,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
 from app.errors import EngineUnavailable, JobError, job_error
+from app.processes import terminate
 from app.settings import Settings
 from workers.engines import FasterWhisperEngine, ProgressCallback, Segment, Transcript, create_engine
 
@@ -133,13 +134,7 @@ class EngineHost:
             self.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate([self.process], timeout)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
