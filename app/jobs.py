@@ -10,7 +10,9 @@ process stays free of the ML stack. Rules that keep the job record consistent:
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +20,7 @@ from redis import Redis
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, Retry
 
 from app.errors import JobAlreadyFinished, NotFound
 from app.settings import Settings
@@ -41,6 +43,28 @@ def queue_for_tier(tier: str) -> str:
     return _TIER_QUEUE[tier]
 
 
+def backoff_delays(retries: int, base: float, cap: float,
+                   rand: Callable[[], float] = random.random) -> list[float]:
+    """Delay before each retry: exponential from ``base``, capped at ``cap``, with "equal jitter".
+
+    Retry ``n`` waits between half and all of ``min(cap, base * 2**n)``, so delays still grow
+    (each range starts where the previous one ends) while retries of many jobs spread out.
+    """
+    delays = []
+    for number in range(retries):
+        ceiling = min(cap, base * 2**number)
+        delays.append(round(ceiling / 2 + rand() * ceiling / 2, 2))
+    return delays
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """RQ's Retry with our backoff schedule (drawn once per job, at enqueue)."""
+    if settings.job_max_retries == 0:
+        return None
+    return Retry(max=settings.job_max_retries,
+                 interval=backoff_delays(settings.job_max_retries, settings.job_retry_base, settings.job_retry_max))
+
+
 def make_queues(connection: Redis) -> dict[str, Queue]:
     return {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
 
@@ -56,11 +80,12 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
             "model": request.model,
             "user_id": user.id,
         },
-        job_timeout=settings.job_timeout,
+        job_timeout=settings.job_timeout_floor,  # the job extends it once it knows the duration
         result_ttl=settings.result_ttl,
         failure_ttl=settings.result_ttl,
+        retry=retry_policy(settings),
         description=f"transcribe {request.video.url}",
-        meta={"progress": 0, "stage": "queued"},
+        meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1},
     )
 
 
@@ -118,7 +143,20 @@ def describe_job(job: Job) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
     }
-    if status == "pending":
+    # The attempt running now, or the next one while waiting for a retry, or the last one.
+    attempt = meta.get("attempt", 1)
+    body["attempt"] = attempt + 1 if rq_status == JobStatus.SCHEDULED else attempt
+    body["max_attempts"] = meta.get("max_attempts", 1)
+    # While waiting for a retry the failed attempt's error is still "error"; a new attempt
+    # moves it to "last_error".
+    last_error = meta.get("error") or meta.get("last_error")
+    if status in ("pending", "processing") and last_error:
+        body["last_error"] = last_error
+    if rq_status == JobStatus.SCHEDULED:
+        body["stage"] = "waiting_retry"
+        scheduled = Queue(job.origin, connection=job.connection).scheduled_job_registry.get_scheduled_time(job)
+        body["next_retry_at"] = _iso(scheduled)
+    elif status == "pending":
         body["position"] = job.get_position()
     elif status == "processing" and is_cancel_requested(job.connection, job.id):
         body["stage"] = "cancelling"
@@ -166,10 +204,13 @@ def _failure(job: Job) -> dict[str, str]:
     error = job.meta.get("error")
     if error:
         return {"type": error["type"], "message": error["message"]}
-    # The work horse died before it could record anything (killed, out of memory, ...).
+    # The job could not record anything: its work horse or whole worker died (killed, out of memory).
     result = job.latest_result()
     detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-    return {"type": "worker_error", "message": detail[0] if detail else "The job failed without an error message."}
+    message = detail[0] if detail else "The job failed without an error message."
+    if "terminated unexpectedly" in message or "abandoned" in message.lower():
+        return {"type": "worker_lost", "message": f"The worker running the job died on every attempt ({message})"}
+    return {"type": "worker_error", "message": message}
 
 
 def _iso(moment: datetime | None) -> str | None:

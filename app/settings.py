@@ -34,6 +34,13 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -82,7 +89,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALLOWED_URL_HOSTS", _lower_csv, "",
             "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own hosts."),
     Setting("MAX_VIDEO_DURATION", _positive_int, "10800", "Longest accepted video, in seconds."),
-    Setting("JOB_TIMEOUT", _positive_int, "7200", "Seconds a job may run before the worker stops it."),
+    Setting("JOB_TIMEOUT_FLOOR", _positive_int, "900",
+            "Seconds a job may always run (download included); the timeout grows with the video."),
+    Setting("JOB_TIMEOUT_FACTOR", _positive_float, "1.0",
+            "Extra seconds of timeout per second of video, once the duration is known."),
+    Setting("JOB_MAX_RETRIES", _non_negative_int, "3", "Retries of a job after a transient failure or a lost worker."),
+    Setting("JOB_RETRY_BASE", _positive_float, "60", "First retry delay in seconds; doubles each retry, with jitter."),
+    Setting("JOB_RETRY_MAX", _positive_float, "600", "Longest retry delay in seconds."),
+    Setting("WORKER_SHUTDOWN_GRACE", _non_negative_int, "20",
+            "Seconds a worker told to stop (SIGTERM) lets its job finish before handing it back to the queue."),
+    Setting("ENGINE_MAX_JOBS", _non_negative_int, "50",
+            "The engine host is restarted (model reloaded) after this many jobs; 0: never."),
+    Setting("ENGINE_MAX_MEMORY_MB", _non_negative_int, "2048",
+            "The engine host is restarted after a job that left it above this resident memory; 0: no limit."),
     Setting("RESULT_TTL", _positive_int, "86400", "Seconds finished and failed job records are kept."),
     Setting("TRANSCRIPT_TTL", _positive_int, "2592000", "Seconds a transcript is kept (default 30 days)."),
     Setting("WORK_DIR", str, None,
@@ -107,7 +126,14 @@ class Settings:
     whisper_beam_size: int
     allowed_url_hosts: tuple[str, ...]
     max_video_duration: int
-    job_timeout: int
+    job_timeout_floor: int
+    job_timeout_factor: float
+    job_max_retries: int
+    job_retry_base: float
+    job_retry_max: float
+    worker_shutdown_grace: int
+    engine_max_jobs: int
+    engine_max_memory_mb: int
     result_ttl: int
     transcript_ttl: int
     work_dir: Path
@@ -136,7 +162,14 @@ class Settings:
             whisper_beam_size=values["WHISPER_BEAM_SIZE"],
             allowed_url_hosts=values["ALLOWED_URL_HOSTS"],
             max_video_duration=values["MAX_VIDEO_DURATION"],
-            job_timeout=values["JOB_TIMEOUT"],
+            job_timeout_floor=values["JOB_TIMEOUT_FLOOR"],
+            job_timeout_factor=values["JOB_TIMEOUT_FACTOR"],
+            job_max_retries=values["JOB_MAX_RETRIES"],
+            job_retry_base=values["JOB_RETRY_BASE"],
+            job_retry_max=values["JOB_RETRY_MAX"],
+            worker_shutdown_grace=values["WORKER_SHUTDOWN_GRACE"],
+            engine_max_jobs=values["ENGINE_MAX_JOBS"],
+            engine_max_memory_mb=values["ENGINE_MAX_MEMORY_MB"],
             result_ttl=values["RESULT_TTL"],
             transcript_ttl=values["TRANSCRIPT_TTL"],
             work_dir=Path(values["WORK_DIR"] or Path(tempfile.gettempdir()) / "ytcaption"),
@@ -185,5 +218,7 @@ def _read(setting: Setting, source: Mapping[str, Any]) -> Any:
     try:
         return setting.cast(raw)
     except ValueError as exc:
-        reason = str(exc) if "invalid literal" not in str(exc) else "must be a whole number"
+        reason = str(exc)
+        if "invalid literal" in reason or "could not convert" in reason:
+            reason = "must be a number" if setting.cast is _positive_float else "must be a whole number"
         raise ConfigurationError(f"Setting {setting.name}={raw!r} is invalid: {reason}.") from None

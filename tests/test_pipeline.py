@@ -113,7 +113,6 @@ def test_a_cancelled_queued_job_never_runs(client, pro, media_server, run_worker
 @pytest.mark.parametrize("name, content, error_type", [
     ("missing.webm", None, "video_unavailable"),
     ("garbage.webm", os.urandom(20_000), "undecodable_media"),
-    ("empty.webm", b"", "download_failed"),  # no data at all: may be a dropped connection
 ])
 def test_bad_media_fails_with_a_clear_error_type(client, pro, media_server, run_worker, name, content, error_type):
     url = media_server.add(name, content) if content is not None else media_server.url(name)
@@ -124,6 +123,18 @@ def test_bad_media_fails_with_a_clear_error_type(client, pro, media_server, run_
     assert body["error"]["type"] == error_type, body["error"]
     assert body["error"]["message"]
     assert "Traceback" not in body["error"]["message"]
+    assert (body["attempt"], body["max_attempts"]) == (1, 4)  # permanent: no retry
+
+
+def test_a_transient_failure_waits_for_a_retry(client, pro, media_server, run_worker):
+    url = media_server.add("empty.webm", b"")  # no data at all: may be a dropped connection
+    job_id = submit(client, pro, url).get_json()["job_id"]
+    run_worker()
+    body = status(client, pro, job_id)
+    assert (body["status"], body["stage"], body["attempt"], body["max_attempts"]) == (
+        "pending", "waiting_retry", 2, 4)
+    assert body["last_error"]["type"] == "download_failed"
+    assert body["next_retry_at"] > body["ended_at"]
 
 
 def test_too_long_media_fails_before_transcription(client, pro, media_server, run_worker, monkeypatch):

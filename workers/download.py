@@ -50,10 +50,12 @@ def fetch_audio(
     *,
     max_duration: int,
     on_progress: Callable[[float], None] | None = None,
+    on_duration: Callable[[float], None] | None = None,
 ) -> Media:
     """Download the best audio of ``url`` into ``directory``.
 
-    The duration in the metadata is checked before anything is downloaded.
+    The duration in the metadata is checked (and passed to ``on_duration``) before anything
+    is downloaded.
 
     Raises:
         VideoTooLong, VideoUnavailable, UnsupportedURL, TransientDownloadError.
@@ -92,6 +94,8 @@ def fetch_audio(
         duration = info.get("duration")
         if duration and duration > max_duration:
             raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
+        if duration and on_duration:
+            on_duration(float(duration))
         info = ydl.process_ie_result(info, download=True)
         downloads = info.get("requested_downloads") or []
         if not downloads or not Path(downloads[0]["filepath"]).exists():

@@ -13,7 +13,7 @@ next segment. If the host itself dies, the worker starts a new one before the ne
 
 Protocol (``multiprocessing.connection`` messages): the client sends
 ``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
-``{"event": "segment", ...}`` messages then ``{"event": "done", ...}`` or
+``{"event": "duration", ...}``, ``{"event": "segment", ...}`` messages, then ``{"event": "done", ...}`` or
 ``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,15 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
 from app.errors import EngineUnavailable, JobError, job_error
-from app.processes import terminate
 from app.settings import Settings
-from workers.engines import FasterWhisperEngine, ProgressCallback, Segment, Transcript, create_engine
+from workers.engines import (
+    DurationCallback,
+    FasterWhisperEngine,
+    ProgressCallback,
+    Segment,
+    Transcript,
+    create_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class RemoteEngine:
         model: str,
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_duration: DurationCallback | None = None,
     ) -> Transcript:
         with self._connect() as conn:
             conn.send({"op": "transcribe", "path": path, "language": language, "model": model,
@@ -77,7 +85,10 @@ class RemoteEngine:
                 except (EOFError, OSError) as exc:
                     raise EngineUnavailable() from exc
                 event = message["event"]
-                if event == "segment":
+                if event == "duration":
+                    if on_duration:
+                        on_duration(message["duration"])
+                elif event == "segment":
                     segments.append(Segment(message["start"], message["end"], message["text"]))
                     if on_progress:
                         on_progress(message["fraction"])
@@ -99,6 +110,7 @@ class EngineHost:
         self.address = str(self._dir / "engine.sock")
         self.process: subprocess.Popen | None = None
         self.client = RemoteEngine(self.address)
+        self.jobs_served = 0
 
     def start(self) -> None:
         """Start the host and wait until its default model is loaded."""
@@ -117,6 +129,7 @@ class EngineHost:
                     f"The engine host exited with code {self.process.returncode} while starting; see its log above."
                 )
             if os.path.exists(self.address) and self.client.ping():
+                self.jobs_served = 0
                 log.info("engine host pid %s ready in %.1f s", self.process.pid, time.monotonic() - started)
                 return
             time.sleep(0.05)
@@ -133,16 +146,49 @@ class EngineHost:
                 log.warning("engine host exited with code %s; starting a new one", self.process.returncode)
             self.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        terminate([self.process], timeout)
-        shutil.rmtree(self._dir, ignore_errors=True)
+    def resident_memory_mb(self) -> float:
+        """The host's resident memory (Linux), 0.0 when it cannot be read."""
+        try:
+            with open(f"/proc/{self.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, AttributeError, ValueError):
+            pass
+        return 0.0
+
+    def recycle_if_worn(self, max_jobs: int, max_memory_mb: int) -> None:
+        """Count one more job; restart the host after ``max_jobs`` jobs or above ``max_memory_mb``."""
+        self.jobs_served += 1
+        reason = None
+        if max_jobs and self.jobs_served >= max_jobs:
+            reason = f"{self.jobs_served} jobs"
+        elif max_memory_mb and (rss := self.resident_memory_mb()) > max_memory_mb:
+            reason = f"{rss:.0f} MB resident, above {max_memory_mb} MB"
+        if reason and self.is_alive():
+            log.info("recycling the engine host after %s", reason)
+            self.stop(remove_socket_dir=False)
+            self.start()
+
+    def stop(self, remove_socket_dir: bool = True) -> None:
+        """Kill the host (it has nothing to save; it ignores SIGTERM, see ``serve``)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if remove_socket_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 # --- the host process -------------------------------------------------------------------------
 
 
 def serve(address: str, parent_pid: int, settings: Settings) -> None:
-    """Load the default model, then serve transcriptions until the worker goes away."""
+    """Load the default model, then serve transcriptions until the worker goes away.
+
+    SIGTERM is ignored: platforms that send it to every process (Heroku) must not kill the
+    engine under a job the worker is letting finish. The host exits with its worker.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     engine = create_engine(settings)
     engine.load(settings.default_model_name)
     _exit_with_parent(parent_pid)
@@ -168,6 +214,7 @@ def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
             transcript = engine.transcribe(
                 request["path"], language=request["language"], model=request["model"],
                 max_duration=request["max_duration"], on_segment=send_segment,
+                on_duration=lambda duration: conn.send({"event": "duration", "duration": duration}),
             )
         except JobError as exc:
             conn.send({"event": "error", "type": exc.code, "message": exc.message})

@@ -24,6 +24,7 @@ from app.settings import BUNDLED_MODEL, Settings
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], None]
+DurationCallback = Callable[[float], None]
 SegmentCallback = Callable[["Segment", float], None]
 
 
@@ -60,8 +61,13 @@ class Engine(Protocol):
         model: str,
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_duration: DurationCallback | None = None,
     ) -> Transcript:
-        """Transcribe the audio file at ``path``; ``on_progress`` gets the fraction done (0–1)."""
+        """Transcribe the audio file at ``path``.
+
+        ``on_duration`` gets the audio's duration once it is decoded, ``on_progress`` the
+        fraction done (0–1) after each segment.
+        """
         ...
 
 
@@ -120,6 +126,7 @@ class FasterWhisperEngine:
         model: str,
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_duration: DurationCallback | None = None,
         on_segment: SegmentCallback | None = None,
     ) -> Transcript:
         import av
@@ -138,6 +145,8 @@ class FasterWhisperEngine:
         if duration <= 0:
             raise NoAudio("The media contains no audio samples.")
         _check_duration(duration, max_duration)
+        if on_duration:
+            on_duration(duration)
 
         transcript = Transcript(language=info.language, duration=duration, model=model, model_load_seconds=load_seconds)
         for raw in segments:

@@ -7,16 +7,22 @@ and message are put in ``job.meta["error"]`` for the status endpoint.
 
 from __future__ import annotations
 
+import math
 import shutil
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
+from rq.utils import now
 
-from app.errors import JobCancelled, YtcaptionError
+from app.errors import JobCancelled, JobError, YtcaptionError
 from app.jobs import is_cancel_requested
 from app.settings import Settings
 from app.transcripts import TranscriptStore
@@ -63,12 +69,42 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
     """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``."""
     job = get_current_job()
     settings = Settings.load()
+    # A new attempt: the previous attempt's error becomes last_error, progress starts again.
+    if "error" in job.meta:
+        job.meta["last_error"] = job.meta.pop("error")
+    max_attempts = job.meta.get("max_attempts", 1)
+    job.meta.update(stage="starting", progress=0, attempt=max_attempts - (job.retries_left or 0))
     try:
         return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model, user_id=user_id)
     except BaseException as exc:
         job.meta["error"] = describe_error(exc, job)
+        if not is_transient(exc):
+            job.retries_left = 0  # RQ retries on any failure; a permanent one must fail at once
         job.save_meta()
         raise
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the job again later may succeed."""
+    if isinstance(exc, JobError):
+        return exc.transient
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, socket.timeout))
+
+
+def extend_timeout(job: Job, settings: Settings, duration: float) -> None:
+    """Give the job ``JOB_TIMEOUT_FLOOR + JOB_TIMEOUT_FACTOR * duration`` seconds in all.
+
+    Moves the work horse's alarm (RQ's death penalty) and the job's ``timeout`` field, which
+    the worker re-reads while it watches the horse.
+    """
+    wanted = math.ceil(settings.job_timeout_floor + settings.job_timeout_factor * duration)
+    if wanted <= (job.timeout or 0):
+        return
+    elapsed = (now() - job.started_at).total_seconds() if job.started_at else 0.0
+    job.timeout = wanted
+    job.connection.hset(job.key, "timeout", wanted)
+    if callable(signal.getsignal(signal.SIGALRM)):  # RQ's alarm is armed (we run in a work horse)
+        signal.alarm(max(1, math.ceil(wanted - elapsed)))
 
 
 def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id) -> dict[str, Any]:
@@ -85,6 +121,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         media = fetch_audio(
             url, directory, max_duration=settings.max_video_duration,
             on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
+            on_duration=lambda duration: extend_timeout(job, settings, duration),
         )
         timings["download"] = time.perf_counter() - started
 
@@ -94,6 +131,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
             str(media.path), language=language, model=model, max_duration=settings.max_video_duration,
             on_progress=lambda fraction: progress.update(
                 "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
+            on_duration=lambda duration: extend_timeout(job, settings, duration),
         )
         timings["model_load"] = transcript.model_load_seconds
         timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds

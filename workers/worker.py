@@ -1,7 +1,15 @@
 """``ytcaption worker``: an RQ worker whose jobs share one loaded Whisper model.
 
 It is RQ's forking ``Worker`` (a work horse per job keeps timeouts, stop and crash handling as
-RQ does them) plus an engine host process that holds the model (see ``workers.engine_host``).
+RQ does them) plus an engine host process that holds the model (see ``workers.engine_host``),
+and these reliability settings:
+
+- heartbeats every ``MONITOR_INTERVAL`` s that expire ``HEARTBEAT_SLACK`` s later, and a
+  maintenance pass every ``MAINTENANCE_INTERVAL`` s, so that the job of a worker that died as a
+  whole is found abandoned (and retried by RQ) within about 25 s instead of RQ's 10+ minutes;
+- on SIGTERM the current job gets ``WORKER_SHUTDOWN_GRACE`` s to finish; after that its horse
+  is killed and the job is put back at the front of its queue, not counted as a failed attempt;
+- the engine host is restarted after ``ENGINE_MAX_JOBS`` jobs or above ``ENGINE_MAX_MEMORY_MB``.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ import logging
 import shutil
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from redis import Redis
@@ -25,28 +35,107 @@ from workers.jobs import job_work_dir
 
 log = logging.getLogger(__name__)
 
+MONITOR_INTERVAL = 5
+HEARTBEAT_SLACK = 10
+MAINTENANCE_INTERVAL = 10
+
 
 class TranscriptionWorker(Worker):
-    """Checks the engine host before each job and removes the job's temp dir after it."""
-
     def __init__(self, queues, *, settings: Settings, engine_host: EngineHost | None = None, **kwargs) -> None:
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(queues, **kwargs)
         self.settings = settings
         self.engine_host = engine_host
+        self.stop_signalled = False
+        self._hand_back_job_id: str | None = None
+        self._grace_timer: threading.Timer | None = None
+
+    # --- one job --------------------------------------------------------------------------
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if self.engine_host is not None:
             try:
                 self.engine_host.ensure_running()
             except EngineUnavailable:
-                # Run the job anyway: it fails with engine_unavailable and RQ records that,
-                # instead of the job vanishing with a crashed worker.
+                # Run the job anyway: it fails with engine_unavailable (and is retried) instead
+                # of vanishing with a crashed worker.
                 log.exception("the engine host could not be started")
         try:
             super().execute_job(job, queue)
         finally:
+            self._hand_back_job_id = None
             # The horse removes it too, unless it was killed (stop, timeout, crash).
             shutil.rmtree(job_work_dir(self.settings.work_dir, job.id), ignore_errors=True)
+            if self.engine_host is not None:
+                self.engine_host.recycle_if_worn(self.settings.engine_max_jobs, self.settings.engine_max_memory_mb)
+
+    def setup_work_horse_signals(self) -> None:
+        # The horse ignores SIGTERM and SIGINT: some platforms (Heroku) send SIGTERM to every
+        # process; the worker decides when the horse stops (grace period, then SIGKILL).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    def maintain_heartbeats(self, job: Job, execution) -> None:
+        # The job may have extended its own timeout once it learned the video's duration.
+        timeout = self.connection.hget(job.key, "timeout")
+        if timeout:
+            job.timeout = int(timeout)
+        super().maintain_heartbeats(job, execution)
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def request_stop(self, signum, frame) -> None:
+        """Warm shutdown: the job may finish within the grace period, else it is handed back."""
+        self.stop_signalled = True
+        job_id = self._running_job_id()
+        if job_id and self._grace_timer is None:
+            grace = self.settings.worker_shutdown_grace
+            self.log.info("Worker %s: letting job %s finish for up to %s s", self.name, job_id, grace)
+            self._grace_timer = threading.Timer(grace, self._hand_back, args=(job_id,))
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum, frame) -> None:
+        """A second signal: hand the job back now."""
+        job_id = self._running_job_id()
+        if job_id:
+            self._hand_back(job_id)
+        super().request_force_stop(signum, frame)
+
+    def _running_job_id(self) -> str | None:
+        """The job a work horse is running now (from memory: this runs in signal handlers)."""
+        execution = next(iter(self.executions.values()), None)
+        return execution.job_id if execution is not None and self.horse_pid else None
+
+    def _hand_back(self, job_id: str) -> None:
+        if self._running_job_id() == job_id:
+            self.log.warning("Worker %s: handing job %s back to its queue", self.name, job_id)
+            self._hand_back_job_id = job_id
+            self.kill_horse()
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
+                           execution=None) -> None:
+        if job.id != self._hand_back_job_id:
+            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        # Handed back on shutdown: requeue at the front, without using up an attempt.
+        self._hand_back_job_id = None
+        job.meta.update(stage="queued", progress=0)
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            job.save_meta()
+            queue.enqueue_job(job, pipeline=pipeline, at_front=True)
+            pipeline.execute()
+        self.log.info("Worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
+
+    def teardown(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        super().teardown()
 
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
@@ -56,19 +145,38 @@ def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[st
 
 
 def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: bool = False,
-        max_jobs: int | None = None, name: str | None = None) -> bool:
-    """Start the engine host, then work on ``queue_names`` (in priority order) until stopped."""
+        max_jobs: int | None = None, name: str | None = None) -> None:
+    """Start the engine host, then work on ``queue_names`` (in priority order) until stopped.
+
+    RQ's work loop quits on some Redis errors; this loop starts it again (Redis may be
+    restarting) until the worker is told to stop.
+    """
     from app.services import connect
 
     connection = connect(settings)
-    # Until RQ installs its own handlers, let SIGTERM unwind through ``finally`` (stopping the host).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stopping = []
+
+    def stop_before_work(signum, frame):
+        stopping.append(signum)
+        sys.exit(128 + signum)  # unwinds through ``finally``, which stops the engine host
+
+    signal.signal(signal.SIGTERM, stop_before_work)
     host = EngineHost(settings)
     try:
         host.start()
         engines.use(host.client)
-        worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
-        return worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level)
+        pause = 1.0
+        while True:
+            worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
+            started = time.monotonic()
+            worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            if burst or max_jobs or worker.stop_signalled:
+                return
+            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+            log.warning("the work loop stopped (Redis unreachable?); starting it again in %.0f s", pause)
+            signal.signal(signal.SIGTERM, stop_before_work)
+            signal.signal(signal.SIGINT, stop_before_work)
+            time.sleep(pause)
     finally:
         engines.use(None)
         host.stop()
