@@ -60,13 +60,29 @@ def redis(redis_url):
 
 
 class MediaHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the media directory; ``?delay=S`` trickles the file in 4 KiB chunks, S s apart."""
+    """Serves the media directory, with two test behaviours chosen by the query string:
+
+    - ``?delay=S`` trickles the file in 4 KiB chunks, S seconds apart;
+    - ``?fail=N&token=T`` answers 503 to the first N requests carrying token T.
+    Every request is logged in ``server.requests`` as ``(time, path, status)``.
+    """
 
     def log_message(self, format, *args):  # keep test output quiet
         pass
 
+    def send_response(self, code, message=None):
+        self.server.requests.append((time.monotonic(), self.path, code))
+        super().send_response(code, message)
+
     def do_GET(self):
         query = parse_qs(urlsplit(self.path).query)
+        if "fail" in query:
+            with self.server.lock:
+                token = query["token"][0]
+                self.server.failures[token] = self.server.failures.get(token, 0) + 1
+                failing = self.server.failures[token] <= int(query["fail"][0])
+            if failing:
+                return self.send_error(503)
         if "delay" not in query:
             return super().do_GET()
         path = Path(self.translate_path(self.path))
@@ -93,11 +109,17 @@ class MediaServer:
         handler = functools.partial(MediaHandler, directory=str(directory))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        self.httpd.requests = []
+        self.httpd.failures = {}
+        self.httpd.lock = threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, name: str, **query) -> str:
         suffix = "?" + "&".join(f"{key}={value}" for key, value in query.items()) if query else ""
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}{suffix}"
+
+    def requests_for(self, fragment: str) -> list[tuple[float, str, int]]:
+        return [entry for entry in self.httpd.requests if fragment in entry[1]]
 
     def add(self, name: str, content: bytes) -> str:
         (self.directory / name).write_bytes(content)

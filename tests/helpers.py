@@ -85,3 +85,84 @@ def ytcaption_command() -> str:
     from pathlib import Path
 
     return str(Path(sys.executable).parent / "ytcaption")
+
+
+def stop_process(process, sig=None, timeout: float = 30) -> int:
+    """Signal ``process`` (SIGTERM by default) and wait; SIGKILL it if it does not exit in time."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(sig or signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def start_worker(connection, *args: str, env: dict | None = None, expect: int = 1):
+    """Start a real `ytcaption worker` process and wait until ``expect`` workers are registered."""
+    import subprocess
+
+    from rq import Worker
+
+    process = subprocess.Popen([ytcaption_command(), "worker", *args], env=env)
+    wait_for(lambda: Worker.count(connection=connection) >= expect or process.poll() is not None,
+             timeout=120, message="the worker to register")
+    assert process.poll() is None, "the worker exited while starting"
+    return process
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def horse_of(worker_pid: int) -> int | None:
+    """The work horse of a worker: a forked child (same command line) leading its own group."""
+    def cmdline(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+
+    for child in children(worker_pid):
+        try:
+            if os.getpgid(child) == child and cmdline(child) == cmdline(worker_pid):
+                return child
+        except OSError:
+            continue
+    return None
+
+
+def job_status(url: str, headers: dict, job_id: str) -> dict:
+    import json
+
+    code, _, text = http("GET", f"{url}/api/v1/transcribe/async/status/{job_id}", headers)
+    assert code == 200, text
+    return json.loads(text)
+
+
+def poll_until_done(url: str, headers: dict, job_id: str, timeout: float = 120) -> list[dict]:
+    """Every status seen (at least every 50 ms) until the job ends."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(job_status(url, headers, job_id))
+        if seen[-1]["status"] in ("completed", "failed", "cancelled"):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: last status {seen[-1]}")
+
+
+def start_api(port: int, env: dict | None = None):
+    """gunicorn serving the API (2 workers) on ``port``; returns the process once it answers."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                "app:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30, message="gunicorn")
+    return process

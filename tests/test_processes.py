@@ -8,40 +8,35 @@ import sys
 import time
 
 import pytest
-from rq import Worker
 
 from app.redis_server import free_port
-from tests.helpers import FIXTURE_TEXT, http, wait_for, word_error_rate, ytcaption_command
-
-
-def _stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
+from tests.helpers import (
+    FIXTURE_TEXT,
+    http,
+    poll_until_done,
+    start_api,
+    start_worker,
+    stop_process,
+    wait_for,
+    word_error_rate,
+    ytcaption_command,
+)
 
 
 @pytest.fixture
 def api_url(config):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                "app:create_app()"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http("GET", url + "/readyz")[0] == 200, timeout=30, message="gunicorn")
-    yield url
-    _stop(process)
+    process = start_api(port)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(process)
 
 
 @pytest.fixture
 def worker_process(config, redis):
     """A real `ytcaption worker` process on all queues."""
-    process = subprocess.Popen([ytcaption_command(), "worker"])
-    wait_for(lambda: Worker.count(connection=redis) == 1, timeout=120, message="the worker to register")
+    process = start_worker(redis)
     yield process
-    _stop(process)
+    stop_process(process)
 
 
 def create_user(tier: str, email: str) -> str:
@@ -49,20 +44,6 @@ def create_user(tier: str, email: str) -> str:
     output = subprocess.run(["bash", "-c", f"{ytcaption_command()} users create --tier {tier} --email {email} | tail -1"],
                             check=True, capture_output=True, text=True).stdout
     return output.strip()
-
-
-def poll_until_done(url: str, headers: dict, job_id: str, timeout: float = 120) -> list[dict]:
-    """Every status seen (at least every 50 ms) until the job ends."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code, _, text = http("GET", f"{url}/api/v1/transcribe/async/status/{job_id}", headers)
-        assert code == 200, text
-        seen.append(json.loads(text))
-        if seen[-1]["status"] in ("completed", "failed", "cancelled"):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: last status {seen[-1]}")
 
 
 def test_end_to_end_over_http_with_a_worker_process(api_url, worker_process, media_server):
@@ -173,7 +154,7 @@ def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_pa
                              {"youtube_url": media_server.url("fox.m4a")})[2])["job_id"]
     assert poll_until_done(api, headers, job_id)[-1]["status"] == "completed"
 
-    assert _stop(process, signal.SIGINT, timeout=60) == 0
+    assert stop_process(process, signal.SIGINT, timeout=60) == 0
     assert http("GET", api + "/healthz")[0] is None
     assert not (tmp_path / "data" / "redis.sock").exists()
     assert any((tmp_path / "data").rglob("*.aof")), "the embedded Redis keeps an append-only file"
@@ -183,4 +164,4 @@ def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_pa
         code, _, text = http("GET", f"{api}/api/v1/transcribe/async/status/{job_id}", headers)
         assert code == 200 and json.loads(text)["status"] == "completed"
     finally:
-        assert _stop(process, signal.SIGINT, timeout=60) == 0
+        assert stop_process(process, signal.SIGINT, timeout=60) == 0

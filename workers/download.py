@@ -69,7 +69,7 @@ def fetch_audio(
 
     options = {
         "format": "bestaudio/best",
-        "outtmpl": {"default": str(directory / "media.%(ext)s")},
+        "outtmpl": {"default": "media.%(ext)s"},
         "paths": {"home": str(directory), "temp": str(directory)},
         "noplaylist": True,
         "quiet": True,

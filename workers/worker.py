@@ -44,6 +44,9 @@ class TranscriptionWorker(Worker):
     def __init__(self, queues, *, settings: Settings, engine_host: EngineHost | None = None, **kwargs) -> None:
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        # An idle worker blocks on the queues for worker_ttl - 15 s and runs maintenance only
+        # between two waits: keep the wait as short as the maintenance interval.
+        kwargs.setdefault("worker_ttl", MAINTENANCE_INTERVAL + 15)
         super().__init__(queues, **kwargs)
         self.settings = settings
         self.engine_host = engine_host
@@ -127,9 +130,9 @@ class TranscriptionWorker(Worker):
         job.meta.update(stage="queued", progress=0)
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            job.save_meta()
-            queue.enqueue_job(job, pipeline=pipeline, at_front=True)
             pipeline.execute()
+        job.save_meta()
+        queue.enqueue_job(job, at_front=True)
         self.log.info("Worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
 
     def teardown(self) -> None:

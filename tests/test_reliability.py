@@ -1,0 +1,279 @@
+"""Reliability with real processes and real signals: retries, worker loss, SIGTERM, Redis restarts."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from redis import Redis
+from rq.job import Job
+
+from app import create_app
+from app.redis_server import RedisServer, free_port
+from app.settings import Settings
+from tests.helpers import (
+    children,
+    horse_of,
+    http,
+    job_status,
+    poll_until_done,
+    start_api,
+    start_worker,
+    status,
+    stop_process,
+    submit,
+    wait_for,
+)
+
+
+@pytest.fixture
+def make_client(config, monkeypatch):
+    """A test client whose settings (and the workers' environment) include ``overrides``."""
+
+    def make(**overrides: str):
+        for key, value in overrides.items():
+            monkeypatch.setenv(key, value)
+        return create_app({**config, **overrides}).test_client()
+
+    return make
+
+
+def user_headers(client, tier="pro", email="rel@example.com") -> dict:
+    _, key = client.application.extensions["ytcaption"].users.create(email, tier)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_transient_download_failure_is_retried_with_growing_delays(make_client, media_server, redis):
+    client = make_client(JOB_RETRY_BASE="1", JOB_RETRY_MAX="30")
+    headers = user_headers(client)
+    url = media_server.url("fox.m4a", fail=2, token="flaky")  # 503, 503, then the file
+    job_id = submit(client, headers, url).get_json()["job_id"]
+    intervals = Job.fetch(job_id, connection=redis).retry_intervals
+    assert 0.5 <= intervals[0] <= 1 <= intervals[1] <= 2 <= intervals[2] <= 4  # equal jitter
+
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, job_id)["status"] in ("completed", "failed"), timeout=60,
+                 message="the job to end")
+    finally:
+        stop_process(worker)
+    body = status(client, headers, job_id)
+    assert (body["status"], body["attempt"]) == ("completed", 3), body
+    failed = [t for t, _, code in media_server.requests_for("token=flaky") if code == 503]
+    assert len(failed) == 2
+    served = [t for t, _, code in media_server.requests_for("token=flaky") if code == 200]
+    gaps = [failed[1] - failed[0], served[0] - failed[1]]
+    print(f"retry delays: scheduled {intervals[:2]}, observed {[round(g, 2) for g in gaps]}")
+    assert gaps[0] >= intervals[0] - 0.05 and gaps[1] >= intervals[1] - 0.05
+
+
+def test_a_missing_video_fails_at_once_without_retry(make_client, media_server, redis):
+    client = make_client(JOB_RETRY_BASE="1")
+    headers = user_headers(client)
+    job_id = submit(client, headers, media_server.url("gone.webm")).get_json()["job_id"]
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, job_id)["status"] == "failed", timeout=60, message="failure")
+        time.sleep(2.5)  # a retry, had one been scheduled, would have run by now
+    finally:
+        stop_process(worker)
+    body = status(client, headers, job_id)
+    assert (body["error"]["type"], body["attempt"]) == ("video_unavailable", 1)
+    assert len(media_server.requests_for("gone.webm")) == 1
+
+
+def test_a_job_whose_work_horse_is_killed_is_run_again(make_client, media_server, redis, services):
+    client = make_client(JOB_RETRY_BASE="1")
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    try:
+        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
+        wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
+        horse = wait_for(lambda: horse_of(worker.pid), message="the work horse")
+        os.kill(horse, signal.SIGKILL)
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=120,
+                 message="the job to complete on its second attempt")
+    finally:
+        stop_process(worker)
+    assert status(client, headers, job_id)["attempt"] == 2
+    assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
+
+
+def test_a_job_whose_whole_worker_dies_is_run_by_another_worker(make_client, media_server, redis):
+    """kill -9 of the worker, its horse and its scheduler: what a lost machine looks like."""
+    client = make_client(JOB_RETRY_BASE="1")
+    headers = user_headers(client)
+    doomed = start_worker(redis)
+    survivor = None
+    try:
+        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
+        wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
+        survivor = start_worker(redis, expect=2)
+        killed_at = time.monotonic()
+        for pid in [doomed.pid, *children(doomed.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        doomed.wait()
+        wait_for(lambda: status(client, headers, job_id)["status"] == "processing"
+                 and status(client, headers, job_id)["attempt"] == 2, timeout=150, interval=0.5,
+                 message="the job to be picked up again")
+        print(f"whole-worker kill: job running again on another worker after {time.monotonic() - killed_at:.1f} s")
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60,
+                 message="the job to complete")
+    finally:
+        stop_process(doomed)
+        if survivor:
+            stop_process(survivor)
+    assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_failed(make_client, media_server, redis):
+    client = make_client(JOB_RETRY_BASE="1", JOB_MAX_RETRIES="1")
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    try:
+        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
+        for attempt in (1, 2):
+            wait_for(lambda: (s := status(client, headers, job_id))["stage"] == "downloading"
+                     and s["attempt"] == attempt, timeout=60, message=f"attempt {attempt}")
+            os.kill(wait_for(lambda: horse_of(worker.pid), message="the horse"), signal.SIGKILL)
+        wait_for(lambda: status(client, headers, job_id)["status"] == "failed", timeout=60, message="failure")
+    finally:
+        stop_process(worker)
+    body = status(client, headers, job_id)
+    assert (body["attempt"], body["error"]["type"]) == (2, "worker_lost")
+
+
+def test_sigterm_lets_a_short_job_finish(make_client, media_server, redis):
+    client = make_client(WORKER_SHUTDOWN_GRACE="30")
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    job_id = submit(client, headers, media_server.url("queue.webm", delay=0.1)).get_json()["job_id"]
+    wait_for(lambda: status(client, headers, job_id)["status"] == "processing", timeout=60, message="start")
+    assert stop_process(worker, signal.SIGTERM, timeout=60) == 0
+    assert status(client, headers, job_id)["status"] == "completed"
+
+
+def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, media_server, redis, services):
+    client = make_client(WORKER_SHUTDOWN_GRACE="1")
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    long_job = submit(client, headers, media_server.url("lecture.webm", delay=0.5)).get_json()["job_id"]
+    wait_for(lambda: status(client, headers, long_job)["stage"] == "downloading", timeout=60, message="start")
+    later_job = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+    signalled = time.monotonic()
+    assert stop_process(worker, signal.SIGTERM, timeout=30) == 0
+    print(f"worker exited {time.monotonic() - signalled:.1f} s after SIGTERM (grace 1 s)")
+    body = status(client, headers, long_job)
+    assert (body["status"], body["stage"], body["position"], body["attempt"]) == ("pending", "queued", 0, 1)
+    assert services.queues["express"].job_ids == [long_job, later_job]
+
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, long_job)["status"] == "completed", timeout=90, message="done")
+    finally:
+        stop_process(worker)
+    assert status(client, headers, long_job)["attempt"] == 1  # handing back used no attempt
+
+
+def test_the_timeout_floor_stops_a_hung_download(make_client, media_server, run_worker):
+    client = make_client(JOB_TIMEOUT_FLOOR="2")
+    headers = user_headers(client)
+    job_id = submit(client, headers, media_server.url("lecture.webm", delay=1)).get_json()["job_id"]
+    run_worker()
+    body = status(client, headers, job_id)
+    assert (body["status"], body["error"]["type"], body["attempt"]) == ("failed", "job_timeout", 1)
+
+
+def test_the_timeout_grows_with_the_videos_duration(make_client, media_server, run_worker, redis):
+    """Floor 2 s and a 4 s download, but the metadata says 20 s: the job gets 2 + 1.0 × 20 s,
+    then 2 + 1.0 × 24 s once the decoded audio turns out to last 24 s."""
+    client = make_client(JOB_TIMEOUT_FLOOR="2", JOB_TIMEOUT_FACTOR="1.0")
+    headers = user_headers(client)
+    page = f"""<html><head><title>Talk</title><script type="application/ld+json">
+    {{"@context": "https://schema.org", "@type": "VideoObject", "name": "Talk",
+      "contentUrl": "{media_server.url('lecture.webm', delay=0.3)}", "duration": "PT20S"}}
+    </script></head><body></body></html>"""
+    job_id = submit(client, headers, media_server.add("timed.html", page.encode())).get_json()["job_id"]
+    run_worker()
+    assert status(client, headers, job_id)["status"] == "completed"
+    assert Job.fetch(job_id, connection=redis).timeout == 26
+
+
+def test_the_engine_host_is_recycled_after_max_jobs(config, monkeypatch, client, make_user, media_server, redis,
+                                                     engine_host):
+    from workers.worker import build_worker
+
+    monkeypatch.setenv("ENGINE_MAX_JOBS", "2")
+    _, headers = make_user("pro")
+    pids = []
+    for _ in range(3):
+        submit(client, headers, media_server.url("fox.m4a"))
+        build_worker(redis, Settings.load(), engine_host=engine_host).work(burst=True, logging_level="WARNING")
+        pids.append(engine_host.process.pid)
+    assert pids[0] == pids[1] != pids[2]  # a new host after two jobs
+    assert engine_host.is_alive()
+
+
+def test_queued_jobs_survive_redis_being_killed(tmp_path, config, media_server, monkeypatch, engine_host):
+    """kill -9 Redis a second after the 202s; restarted from its append-only file, the jobs complete."""
+    from workers.worker import build_worker
+
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    client = create_app({**config, "REDIS_URL": server.url}).test_client()
+    headers = user_headers(client)
+    job_ids = [submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(3)]
+    time.sleep(1.5)  # appendfsync everysec
+    server.kill()
+
+    server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+    server.start()
+    try:
+        connection = Redis.from_url(server.url)
+        build_worker(connection, Settings.load(), engine_host=engine_host).work(burst=True, logging_level="WARNING")
+        assert [status(client, headers, job_id)["status"] for job_id in job_ids] == ["completed"] * 3
+    finally:
+        server.stop()
+
+
+def test_api_and_worker_ride_out_a_redis_restart(tmp_path, config, media_server, monkeypatch):
+    """Redis down: 503 with Retry-After, /healthz up. Back: submits work, the same worker runs them."""
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    connection = Redis.from_url(server.url)
+    api_port = free_port()
+    api = start_api(api_port)
+    url = f"http://127.0.0.1:{api_port}"
+    worker = start_worker(connection)
+    try:
+        headers = user_headers(create_app({**config, "REDIS_URL": server.url}).test_client())
+        server.stop()
+
+        code, response_headers, text = http("POST", url + "/api/v1/transcribe/async/submit", headers,
+                                            {"youtube_url": media_server.url("fox.m4a")})
+        assert code == 503 and response_headers["Retry-After"] and json.loads(text)["error"] == "service_unavailable"
+        assert http("GET", url + "/readyz")[0] == 503
+        assert http("GET", url + "/healthz")[0] == 200
+        time.sleep(3)  # the worker notices
+
+        server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+        server.start()
+        wait_for(lambda: http("GET", url + "/readyz")[0] == 200, timeout=30, message="readiness")
+        code, _, text = http("POST", url + "/api/v1/transcribe/async/submit", headers,
+                             {"youtube_url": media_server.url("fox.m4a")})
+        assert code == 202, text
+        job_id = json.loads(text)["job_id"]
+        assert poll_until_done(url, headers, job_id, timeout=90)[-1]["status"] == "completed"
+        assert worker.poll() is None and job_status(url, headers, job_id)["status"] == "completed"
+    finally:
+        stop_process(worker)
+        stop_process(api)
+        server.stop()
