@@ -7,7 +7,14 @@ from flask import Blueprint, Response, request, url_for
 from app.auth import authenticated, current_user
 from app.errors import InvalidJSON, NotFound, UnknownFormat
 from app.formats import FORMATS
-from app.jobs import cancel_job, describe_job, enqueue_transcription, fetch_owned_job, queue_for_tier
+from app.jobs import (
+    cancel_job,
+    describe_job,
+    enqueue_once,
+    enqueue_transcription,
+    fetch_owned_job,
+    queue_for_tier,
+)
 from app.services import services
 from app.validation import parse_submit
 
@@ -33,16 +40,22 @@ def submit():
     transcription = parse_submit(payload, svc.settings)
     user = current_user()
     queue = svc.queues[queue_for_tier(user.tier)]
-    job = enqueue_transcription(queue, transcription, user, svc.settings)
+    headers = {}
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is None:
+        job = enqueue_transcription(queue, transcription, user, svc.settings)
+    else:
+        job, replayed = enqueue_once(queue, transcription, user, svc.settings, idempotency_key)
+        headers["Idempotent-Replayed"] = "true" if replayed else "false"
     status_url = url_for("api.status", job_id=job.id)
     body = {
         "job_id": job.id,
         "status": "accepted",
-        "queue": queue.name,
-        "message": f"Transcription of {transcription.video.url} is queued on the {queue.name} queue.",
+        "queue": job.origin,
+        "message": f"Transcription of {transcription.video.url} is queued on the {job.origin} queue.",
         "status_url": status_url,
     }
-    return body, 202, {"Location": status_url}
+    return body, 202, {"Location": status_url, **headers}
 
 
 @bp.get("/transcribe/async/status/<job_id>")

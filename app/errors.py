@@ -74,6 +74,17 @@ class UnknownFormat(BadRequest):
     code = "unknown_format"
 
 
+class InvalidIdempotencyKey(BadRequest):
+    code = "invalid_idempotency_key"
+    default_message = "Idempotency-Key must be 1 to 255 visible ASCII characters."
+
+
+class IdempotencyKeyReused(YtcaptionError):
+    status = 422
+    code = "idempotency_key_reused"
+    default_message = "This Idempotency-Key was already used for a different request."
+
+
 class Unauthorized(YtcaptionError):
     status = 401
     code = "unauthorized"

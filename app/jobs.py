@@ -10,6 +10,8 @@ process stays free of the ML stack. Rules that keep the job record consistent:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 from collections.abc import Callable
@@ -17,12 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 
-from app.errors import JobAlreadyFinished, NotFound
+from app.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
 from app.settings import Settings
 from app.users import User
 from app.validation import TranscriptionRequest
@@ -33,6 +37,8 @@ TRANSCRIBE_VIDEO = "workers.jobs.transcribe_video"
 
 _TIER_QUEUE = {"free": "standard", "pro": "express", "enterprise": "express"}
 _CANCEL = "ytcaption:cancel:{}"
+_IDEMPOTENCY = "ytcaption:idempotency:{}:{}"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _PENDING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED,
@@ -69,7 +75,8 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
     return {name: Queue(name, connection=connection) for name in QUEUE_NAMES}
 
 
-def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings) -> Job:
+def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
+                          pipeline: Pipeline | None = None) -> Job:
     """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key."""
     return queue.enqueue(
         TRANSCRIBE_VIDEO,
@@ -86,7 +93,45 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         retry=retry_policy(settings),
         description=f"transcribe {request.video.url}",
         meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1},
+        pipeline=pipeline,
     )
+
+
+def enqueue_once(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
+                 idempotency_key: str) -> tuple[Job, bool]:
+    """Enqueue unless this user already sent ``idempotency_key``; return ``(job, replayed)``.
+
+    The key is remembered for ``RESULT_TTL``, per user. Claiming the key and enqueueing happen
+    in one Redis transaction, so two concurrent retries cannot both enqueue.
+
+    Raises:
+        InvalidIdempotencyKey, IdempotencyKeyReused (same key, different request).
+    """
+    if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise InvalidIdempotencyKey()
+    connection = queue.connection
+    claim = _IDEMPOTENCY.format(user.id, hashlib.sha256(idempotency_key.encode()).hexdigest())
+    fingerprint = hashlib.sha256(json.dumps(
+        [request.video.url, request.language, request.model, queue.name]).encode()).hexdigest()
+    with connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(claim)
+                if existing := pipe.get(claim):
+                    record = json.loads(existing)
+                    if record["fingerprint"] != fingerprint:
+                        raise IdempotencyKeyReused()
+                    try:
+                        return Job.fetch(record["job_id"], connection=connection), True
+                    except NoSuchJobError:
+                        pass  # the job record expired: accept the request anew
+                pipe.multi()
+                job = enqueue_transcription(queue, request, user, settings, pipeline=pipe)
+                pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
+                pipe.execute()
+                return job, False
+            except WatchError:
+                continue  # another request claimed the key meanwhile: look again
 
 
 def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:

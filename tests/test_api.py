@@ -181,3 +181,55 @@ def test_unknown_transcript_format_gives_400(client, make_user):
     _, headers = make_user("free")
     response = client.get("/api/v1/transcriptions/abc?format=docx", headers=headers)
     assert response.status_code == 400 and response.get_json()["error"] == "unknown_format"
+
+
+def test_idempotency_key_returns_the_same_job(client, make_user, services):
+    _, headers = make_user("pro")
+    first = submit(client, {**headers, "Idempotency-Key": "order-42"}, YOUTUBE)
+    again = submit(client, {**headers, "Idempotency-Key": "order-42"}, YOUTUBE)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json() == again.get_json()
+    assert (first.headers["Idempotent-Replayed"], again.headers["Idempotent-Replayed"]) == ("false", "true")
+    assert services.queues["express"].count == 1
+    other = submit(client, {**headers, "Idempotency-Key": "order-43"}, YOUTUBE)
+    assert other.get_json()["job_id"] != first.get_json()["job_id"]
+    assert services.queues["express"].count == 2
+
+
+def test_idempotency_keys_belong_to_one_user(client, make_user):
+    _, alice = make_user("pro")
+    _, bob = make_user("pro")
+    a = submit(client, {**alice, "Idempotency-Key": "same"}, YOUTUBE).get_json()["job_id"]
+    b = submit(client, {**bob, "Idempotency-Key": "same"}, YOUTUBE).get_json()["job_id"]
+    assert a != b
+
+
+def test_an_idempotency_key_reused_for_another_request_gives_422(client, make_user):
+    _, headers = make_user("pro")
+    submit(client, {**headers, "Idempotency-Key": "k1"}, YOUTUBE)
+    response = submit(client, {**headers, "Idempotency-Key": "k1"}, "https://youtu.be/jNQXAC9IVRw")
+    assert response.status_code == 422 and response.get_json()["error"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize("key", ["", " ", "x" * 256, "ключ"])
+def test_a_malformed_idempotency_key_gives_400(client, make_user, key):
+    _, headers = make_user("pro")
+    response = client.post("/api/v1/transcribe/async/submit", json={"youtube_url": YOUTUBE},
+                           headers=[*headers.items(), ("Idempotency-Key", key)])
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_idempotency_key"
+
+
+def test_concurrent_retries_with_one_idempotency_key_enqueue_one_job(config, make_user, services):
+    """Twenty threads, each with its own app client, send the same keyed submit at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, headers = make_user("pro")
+    app = create_app(config)
+
+    def send(_):
+        return submit(app.test_client(), {**headers, "Idempotency-Key": "burst"}, YOUTUBE).get_json()["job_id"]
+
+    with ThreadPoolExecutor(20) as pool:
+        job_ids = set(pool.map(send, range(20)))
+    assert len(job_ids) == 1
+    assert services.queues["express"].count == 1
