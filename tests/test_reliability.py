@@ -203,18 +203,27 @@ def test_the_timeout_grows_with_the_videos_duration(make_client, media_server, r
     assert Job.fetch(job_id, connection=redis).timeout == 26
 
 
-def test_the_engine_host_is_recycled_after_max_jobs(config, monkeypatch, client, make_user, media_server, redis,
-                                                     engine_host):
+@pytest.mark.parametrize("setting, value, same_host", [
+    ("ENGINE_MAX_JOBS", "2", [True, False]),  # a new host after two jobs
+    ("ENGINE_MAX_MEMORY_MB", "1", [False, False]),  # every job leaves it above 1 MB
+])
+def test_the_engine_host_is_recycled(config, monkeypatch, client, make_user, media_server, redis, engine_host,
+                                     setting, value, same_host):
     from workers.worker import build_worker
 
-    monkeypatch.setenv("ENGINE_MAX_JOBS", "2")
+    monkeypatch.setenv("ENGINE_MAX_JOBS", "0")
+    monkeypatch.setenv("ENGINE_MAX_MEMORY_MB", "0")
+    monkeypatch.setenv(setting, value)
+    engine_host.stop(remove_socket_dir=False)
+    engine_host.start()  # a fresh host: no jobs counted yet
     _, headers = make_user("pro")
-    pids = []
-    for _ in range(3):
-        submit(client, headers, media_server.url("fox.m4a"))
+    pids = [engine_host.process.pid]
+    for _ in range(2):
+        job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
         build_worker(redis, Settings.load(), engine_host=engine_host).work(burst=True, logging_level="WARNING")
+        assert status(client, headers, job_id)["status"] == "completed"
         pids.append(engine_host.process.pid)
-    assert pids[0] == pids[1] != pids[2]  # a new host after two jobs
+    assert [a == b for a, b in zip(pids, pids[1:])] == same_host
     assert engine_host.is_alive()
 
 
