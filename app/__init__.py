@@ -15,7 +15,7 @@ from flask import Flask
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API: settings from defaults, then the environment, then ``config``."""
-    from app import api, errors_http, health, services
+    from app import api, errors_http, health, openapi, services
     from app.settings import Settings
 
     settings = Settings.load(config)
@@ -28,4 +28,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors_http.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, url_for
 
-from app.auth import authenticated, current_user
+from app.auth import add_response_headers, admin_only, authenticated, current_user
 from app.errors import InvalidJSON, NotFound, UnknownFormat
 from app.formats import FORMATS
-from app.jobs import (
-    cancel_job,
-    describe_job,
-    enqueue_once,
-    enqueue_transcription,
-    fetch_owned_job,
-    queue_for_tier,
-)
+from app.jobs import cancel_job, describe_job, fetch_owned_job, queue_for_tier, submit_transcription
 from app.services import services
 from app.validation import parse_submit
 
@@ -29,6 +22,9 @@ def _limit_body():
     request.max_content_length = MAX_BODY_BYTES
 
 
+bp.after_request(add_response_headers)
+
+
 @bp.post("/transcribe/async/submit")
 @authenticated
 def submit():
@@ -40,13 +36,12 @@ def submit():
     transcription = parse_submit(payload, svc.settings)
     user = current_user()
     queue = svc.queues[queue_for_tier(user.tier)]
-    headers = {}
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is None:
-        job = enqueue_transcription(queue, transcription, user, svc.settings)
-    else:
-        job, replayed = enqueue_once(queue, transcription, user, svc.settings, idempotency_key)
-        headers["Idempotent-Replayed"] = "true" if replayed else "false"
+    submission = submit_transcription(queue, transcription, user, svc.settings, svc.quota, idempotency_key)
+    job = submission.job
+    headers = submission.quota.headers()
+    if idempotency_key is not None:
+        headers["Idempotent-Replayed"] = "true" if submission.replayed else "false"
     status_url = url_for("api.status", job_id=job.id)
     body = {
         "job_id": job.id,
@@ -83,7 +78,34 @@ def transcription(transcription_id: str):
     if fmt not in FORMATS:
         raise UnknownFormat(f"Format {fmt!r} is not offered; choose one of: {', '.join(FORMATS)}.")
     record = services().transcripts.get(transcription_id)
-    if record is None or record.get("user_id") != current_user().id:
+    user = current_user()
+    if record is None or (record.get("user_id") != user.id and not user.is_admin):
         raise NotFound(f"No transcription {transcription_id!r}.")
     content_type, render = FORMATS[fmt]
     return Response(render(record), content_type=content_type)
+
+
+@bp.get("/me")
+@authenticated
+def me():
+    """Who the key belongs to, and where the user stands this month."""
+    svc = services()
+    user = current_user()
+    quota = svc.quota.usage(user)
+    body = {
+        "id": user.id, "email": user.email, "tier": user.tier, "role": user.role,
+        "quota": quota.to_dict(),
+        "rate_limit_per_minute": svc.settings.rate_limits[user.tier],
+        "max_video_duration": svc.settings.max_duration_for(user.tier),
+        "queue": queue_for_tier(user.tier),
+    }
+    return body, 200, quota.headers()
+
+
+@bp.get("/admin/users")
+@admin_only
+def admin_users():
+    """Every user with this month's usage (admins only)."""
+    svc = services()
+    return {"users": [{**user.to_dict(), "quota": svc.quota.usage(user).to_dict(),
+                       "keys": len(svc.users.keys(user.id))} for user in svc.users.all()]}

@@ -6,7 +6,7 @@ from functools import wraps
 
 from flask import g, request
 
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.services import services
 from app.users import User
 
@@ -19,13 +19,34 @@ def authenticated(view):
         scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not api_key.strip():
             raise Unauthorized()
-        user = services().users.authenticate(api_key.strip())
-        if user is None:
-            raise Unauthorized("The API key is not valid.")
-        g.user = user
+        svc = services()
+        found = svc.users.authenticate(api_key.strip())
+        if found is None:
+            raise Unauthorized("The API key is not valid (or was revoked).")
+        g.user, key_id = found
+        g.response_headers = svc.rate_limiter.hit(g.user, key_id)
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def admin_only(view):
+    """Like ``authenticated``, and the key's user must be an admin (403 otherwise)."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user().is_admin:
+            raise Forbidden()
+        return view(*args, **kwargs)
+
+    return authenticated(wrapper)
+
+
+def add_response_headers(response):
+    """Rate-limit headers on every authenticated answer, errors included."""
+    for name, value in g.get("response_headers", {}).items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def current_user() -> User:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 
 import click
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -12,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.errors import YtcaptionError
 from app.jobs import QUEUE_NAMES
 from app.settings import Settings
-from app.users import TIERS
+from app.users import ROLES, TIERS
 
 
 def _friendly_errors(command):
@@ -72,19 +73,25 @@ def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str
 
 @cli.group()
 def users() -> None:
-    """Create and list users."""
+    """Create users, change their tier, role or quota, show usage."""
+
+
+def _services():
+    from app.services import Services
+
+    return Services.from_settings(_settings())
 
 
 @users.command("create")
 @click.option("--email", required=True, help="The user's email address (unique).")
 @click.option("--tier", type=click.Choice(TIERS), default="free", show_default=True)
+@click.option("--admin", is_flag=True, help="Give the user the admin role (sees every job).")
+@click.option("--quota", type=click.IntRange(min=0), help="Jobs per month, instead of the tier's default.")
 @_friendly_errors
-def users_create(email: str, tier: str) -> None:
+def users_create(email: str, tier: str, admin: bool, quota: int | None) -> None:
     """Create a user and print its API key once, alone on the last line."""
-    from app.services import Services
-
-    user, api_key = Services.from_settings(_settings()).users.create(email, tier)
-    click.echo(f"Created user {user.id} ({user.email}, tier {user.tier}).")
+    user, api_key = _services().users.create(email, tier, role="admin" if admin else "user", quota=quota)
+    click.echo(f"Created user {user.id} ({user.email}, tier {user.tier}, role {user.role}).")
     click.echo("Its API key follows; it is shown only now (only a hash of it is stored):")
     click.echo(api_key)
 
@@ -92,11 +99,81 @@ def users_create(email: str, tier: str) -> None:
 @users.command("list")
 @_friendly_errors
 def users_list() -> None:
-    """List users (never their keys)."""
-    from app.services import Services
+    """List users with this month's usage (never their keys)."""
+    svc = _services()
+    for user in svc.users.all():
+        quota = svc.quota.usage(user)
+        click.echo(f"{user.id}  {user.tier:<10}  {user.role:<5}  {quota.used:>6}/{quota.limit:<6}  {user.email}")
 
-    for user in Services.from_settings(_settings()).users.all():
-        click.echo(f"{user.id}  {user.tier:<10}  {user.email}")
+
+@users.command("set")
+@click.argument("user")
+@click.option("--tier", type=click.Choice(TIERS))
+@click.option("--role", type=click.Choice(ROLES))
+@click.option("--quota", help="Jobs per month, or 'default' for the tier's quota.")
+@_friendly_errors
+def users_set(user: str, tier: str | None, role: str | None, quota: str | None) -> None:
+    """Change USER's (id or email) tier, role or monthly quota."""
+    svc = _services()
+    found = svc.users.find(user)
+    if quota is None:
+        new_quota = "keep"
+    elif quota == "default":
+        new_quota = None
+    elif quota.isdigit():
+        new_quota = int(quota)
+    else:
+        raise click.BadParameter("a number of jobs, or 'default'", param_hint="--quota")
+    changed = svc.users.update(found, tier=tier, role=role, quota=new_quota)
+    click.echo(f"{changed.email}: tier {changed.tier}, role {changed.role}, "
+               f"quota {svc.quota.limit_for(changed)} jobs/month")
+
+
+@users.command("usage")
+@click.argument("user")
+@_friendly_errors
+def users_usage(user: str) -> None:
+    """Show USER's (id or email) usage this month."""
+    svc = _services()
+    quota = svc.quota.usage(svc.users.find(user))
+    click.echo(f"{quota.period}: {quota.used} of {quota.limit} jobs used, {quota.remaining} left; "
+               f"resets {quota.to_dict()['resets_at']}")
+
+
+@cli.group()
+def keys() -> None:
+    """Issue, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.argument("user")
+@_friendly_errors
+def keys_create(user: str) -> None:
+    """Issue another key for USER (id or email); printed once, alone on the last line."""
+    svc = _services()
+    found = svc.users.find(user)
+    api_key = svc.users.issue_key(found.id)
+    click.echo(f"New API key for {found.email}; it is shown only now:")
+    click.echo(api_key)
+
+
+@keys.command("list")
+@click.argument("user")
+@_friendly_errors
+def keys_list(user: str) -> None:
+    """List USER's keys: id, first characters, creation time."""
+    svc = _services()
+    for key in svc.users.keys(svc.users.find(user).id):
+        click.echo(f"{key.key_id}  {key.hint}  created {time.strftime('%Y-%m-%d %H:%M', time.gmtime(key.created_at))}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_friendly_errors
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (see 'keys list'): it stops working at once."""
+    key = _services().users.revoke_key(key_id)
+    click.echo(f"Revoked {key.key_id} ({key.hint}).")
 
 
 def main() -> None:

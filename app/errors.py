@@ -16,9 +16,12 @@ class YtcaptionError(Exception):
     code: str = "internal_error"
     default_message: str = "Something went wrong on our side."
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None,
+                 details: dict | None = None) -> None:
         self.message = message or self.default_message
         self.headers = headers or {}
+        #: Extra fields of the JSON error body (e.g. a quota's limit and reset time).
+        self.details = details or {}
         super().__init__(self.message)
 
 
@@ -94,6 +97,22 @@ class Unauthorized(YtcaptionError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="ytcaption"'})
 
 
+class Forbidden(YtcaptionError):
+    status = 403
+    code = "forbidden"
+    default_message = "This needs an admin API key."
+
+
+class QuotaExceeded(YtcaptionError):
+    status = 429
+    code = "quota_exceeded"
+
+
+class RateLimited(YtcaptionError):
+    status = 429
+    code = "rate_limited"
+
+
 class NotFound(YtcaptionError):
     status = 404
     code = "not_found"
@@ -163,6 +182,10 @@ class EngineUnavailable(JobError):
     code = "engine_unavailable"
     default_message = "The transcription engine of this worker stopped; the job can be run again."
     transient = True
+
+
+class RedirectNotAllowed(JobError):
+    code = "redirect_not_allowed"
 
 
 class JobCancelled(JobError):

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(error: YtcaptionError):
-    response = jsonify({"error": error.code, "message": error.message})
+    response = jsonify({"error": error.code, "message": error.message, **error.details})
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

@@ -15,6 +15,7 @@ import json
 import random
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 
 from app.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
+from app.quota import Quota, QuotaLedger, refund
 from app.settings import Settings
 from app.users import User
 from app.validation import TranscriptionRequest
@@ -76,7 +78,7 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
 
 
 def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
-                          pipeline: Pipeline | None = None) -> Job:
+                          quota_period: str, pipeline: Pipeline | None = None) -> Job:
     """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key."""
     return queue.enqueue(
         TRANSCRIBE_VIDEO,
@@ -86,27 +88,45 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
             "language": request.language,
             "model": request.model,
             "user_id": user.id,
+            "max_duration": settings.max_duration_for(user.tier),
         },
         job_timeout=settings.job_timeout_floor,  # the job extends it once it knows the duration
         result_ttl=settings.result_ttl,
         failure_ttl=settings.result_ttl,
         retry=retry_policy(settings),
         description=f"transcribe {request.video.url}",
-        meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1},
+        meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
+              "quota_period": quota_period},
         pipeline=pipeline,
     )
 
 
-def enqueue_once(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
-                 idempotency_key: str) -> tuple[Job, bool]:
-    """Enqueue unless this user already sent ``idempotency_key``; return ``(job, replayed)``.
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    quota: Quota
+    replayed: bool = False
 
-    The key is remembered for ``RESULT_TTL``, per user. Claiming the key and enqueueing happen
-    in one Redis transaction, so two concurrent retries cannot both enqueue.
+
+def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
+                         ledger: QuotaLedger, idempotency_key: str | None = None) -> Submission:
+    """Charge the user's quota and enqueue, at most once per ``idempotency_key``.
+
+    With a key, claiming it and enqueueing happen in one Redis transaction, so concurrent
+    retries cannot both enqueue; a replay returns the first job and charges nothing. The key
+    is remembered per user for ``RESULT_TTL``.
 
     Raises:
-        InvalidIdempotencyKey, IdempotencyKeyReused (same key, different request).
+        QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
     """
+    if idempotency_key is None:
+        quota = ledger.charge(user)
+        try:
+            return Submission(enqueue_transcription(queue, request, user, settings, quota.period), quota)
+        except BaseException:
+            ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
+            raise
+
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidIdempotencyKey()
     connection = queue.connection
@@ -115,27 +135,35 @@ def enqueue_once(queue: Queue, request: TranscriptionRequest, user: User, settin
         [request.video.url, request.language, request.model, queue.name]).encode()).hexdigest()
     with connection.pipeline() as pipe:
         while True:
+            pipe.watch(claim)
+            if existing := pipe.get(claim):
+                record = json.loads(existing)
+                if record["fingerprint"] != fingerprint:
+                    pipe.reset()
+                    raise IdempotencyKeyReused()
+                try:
+                    job = Job.fetch(record["job_id"], connection=connection)
+                    pipe.reset()
+                    return Submission(job, ledger.usage(user), replayed=True)
+                except NoSuchJobError:
+                    pass  # the job record expired: accept the request anew
+            quota = ledger.charge(user)
             try:
-                pipe.watch(claim)
-                if existing := pipe.get(claim):
-                    record = json.loads(existing)
-                    if record["fingerprint"] != fingerprint:
-                        raise IdempotencyKeyReused()
-                    try:
-                        return Job.fetch(record["job_id"], connection=connection), True
-                    except NoSuchJobError:
-                        pass  # the job record expired: accept the request anew
                 pipe.multi()
-                job = enqueue_transcription(queue, request, user, settings, pipeline=pipe)
+                job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
                 pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
                 pipe.execute()
-                return job, False
-            except WatchError:
-                continue  # another request claimed the key meanwhile: look again
+                return Submission(job, quota)
+            except BaseException as exc:
+                ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
+                if not isinstance(exc, WatchError):
+                    raise
+                # another request claimed the key meanwhile: look again (and replay its job)
 
 
 def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:
-    """The job ``job_id`` if ``user`` submitted it; ``NotFound`` otherwise (same answer for both)."""
+    """The job ``job_id`` if ``user`` submitted it (or is an admin); ``NotFound`` otherwise, the
+    same answer as for a job that does not exist."""
     if not _JOB_ID.match(job_id):
         raise NotFound(f"No job {job_id!r}.")
     try:
@@ -143,7 +171,7 @@ def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:
         owner = job.kwargs.get("user_id")
     except (NoSuchJobError, DeserializationError):
         raise NotFound(f"No job {job_id!r}.") from None
-    if owner != user.id:
+    if owner != user.id and not user.is_admin:
         raise NotFound(f"No job {job_id!r}.")
     return job
 
@@ -237,6 +265,7 @@ def cancel_job(connection: Redis, job: Job) -> str:
     if status == "pending" and connection.lrem(Queue(job.origin, connection=connection).key, 0, job.id):
         # Removed from the queue list atomically, so no worker has it: safe to cancel.
         job.cancel()
+        refund(connection, job)  # it never started: its quota unit comes back
         return "cancelled"
     try:
         send_stop_job_command(connection, job.id)

@@ -13,6 +13,7 @@ from redis import Redis
 from rq import Queue
 
 from app.jobs import make_queues
+from app.quota import QuotaLedger, RateLimiter
 from app.settings import Settings
 from app.transcripts import TranscriptStore
 from app.users import UserStore
@@ -35,6 +36,8 @@ class Services:
     queues: dict[str, Queue]
     users: UserStore
     transcripts: TranscriptStore
+    quota: QuotaLedger
+    rate_limiter: RateLimiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -45,6 +48,8 @@ class Services:
             queues=make_queues(redis),
             users=UserStore(redis),
             transcripts=TranscriptStore(redis, settings.transcript_ttl),
+            quota=QuotaLedger(redis, settings),
+            rate_limiter=RateLimiter(redis, settings),
         )
 
 

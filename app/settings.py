@@ -88,7 +88,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WHISPER_BEAM_SIZE", _positive_int, "5", "Beam size for decoding."),
     Setting("ALLOWED_URL_HOSTS", _lower_csv, "",
             "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own hosts."),
-    Setting("MAX_VIDEO_DURATION", _positive_int, "10800", "Longest accepted video, in seconds."),
+    Setting("MAX_VIDEO_DURATION", _positive_int, "10800",
+            "Longest accepted video, in seconds, for pro and enterprise users (and the ceiling for all)."),
+    Setting("MAX_VIDEO_DURATION_FREE", _positive_int, "3600", "Longest accepted video for free users, in seconds."),
+    Setting("QUOTA_FREE", _non_negative_int, "100", "Jobs per calendar month (UTC) for free users."),
+    Setting("QUOTA_PRO", _non_negative_int, "2000", "Jobs per calendar month for pro users."),
+    Setting("QUOTA_ENTERPRISE", _non_negative_int, "20000", "Jobs per calendar month for enterprise users."),
+    Setting("RATE_LIMIT_FREE", _positive_int, "60", "API requests per minute per key, free tier."),
+    Setting("RATE_LIMIT_PRO", _positive_int, "300", "API requests per minute per key, pro tier."),
+    Setting("RATE_LIMIT_ENTERPRISE", _positive_int, "1200", "API requests per minute per key, enterprise tier."),
     Setting("JOB_TIMEOUT_FLOOR", _positive_int, "900",
             "Seconds a job may always run (download included); the timeout grows with the video."),
     Setting("JOB_TIMEOUT_FACTOR", _positive_float, "1.0",
@@ -126,6 +134,9 @@ class Settings:
     whisper_beam_size: int
     allowed_url_hosts: tuple[str, ...]
     max_video_duration: int
+    max_video_duration_free: int
+    quotas: dict[str, int]
+    rate_limits: dict[str, int]
     job_timeout_floor: int
     job_timeout_factor: float
     job_max_retries: int
@@ -162,6 +173,9 @@ class Settings:
             whisper_beam_size=values["WHISPER_BEAM_SIZE"],
             allowed_url_hosts=values["ALLOWED_URL_HOSTS"],
             max_video_duration=values["MAX_VIDEO_DURATION"],
+            max_video_duration_free=min(values["MAX_VIDEO_DURATION_FREE"], values["MAX_VIDEO_DURATION"]),
+            quotas={tier: values[f"QUOTA_{tier.upper()}"] for tier in ("free", "pro", "enterprise")},
+            rate_limits={tier: values[f"RATE_LIMIT_{tier.upper()}"] for tier in ("free", "pro", "enterprise")},
             job_timeout_floor=values["JOB_TIMEOUT_FLOOR"],
             job_timeout_factor=values["JOB_TIMEOUT_FACTOR"],
             job_max_retries=values["JOB_MAX_RETRIES"],
@@ -184,6 +198,9 @@ class Settings:
     def effective_redis_url(self) -> str:
         """``REDIS_URL``, or the unix socket of the embedded Redis in ``DATA_DIR``."""
         return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    def max_duration_for(self, tier: str) -> int:
+        return self.max_video_duration_free if tier == "free" else self.max_video_duration
 
     @property
     def default_model_name(self) -> str:

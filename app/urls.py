@@ -1,9 +1,18 @@
-"""Which URLs may be submitted, and how YouTube URLs are normalised to one video id."""
+"""Which URLs may be fetched (the SSRF policy), and how YouTube URLs are normalised.
+
+The policy: http(s) only, no credentials in the URL; YouTube's hosts on their default ports;
+other hosts only when ``ALLOWED_URL_HOSTS`` lists them. A listed host is trusted exactly as
+written (any port, any address: an operator may allow an internal media server); a sub-domain
+of a listed host is allowed on default ports only, and only if every address it resolves to is
+public: never loopback, private, link-local (cloud metadata at 169.254.169.254) or reserved.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -27,6 +36,24 @@ _ID_PREFIXES = ("shorts", "embed", "live", "v", "e")
 _CHANNEL_PREFIXES = ("channel", "c", "user")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve_host(host: str) -> list[str]:
+    """The addresses ``host`` resolves to (the outside world: tests replace this)."""
+    return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
+
+
 @dataclass(frozen=True)
 class VideoURL:
     """A URL that passed the policy: ``url`` is what the worker downloads."""
@@ -36,7 +63,7 @@ class VideoURL:
     video_id: str | None  # None for media on an explicitly allowed non-YouTube host
 
 
-def parse_video_url(raw: str, extra_hosts: Iterable[str] = ()) -> VideoURL:
+def parse_video_url(raw: str, extra_hosts: Iterable[str] = (), resolve: Resolver | None = None) -> VideoURL:
     """Check ``raw`` against the URL policy and normalise YouTube URLs.
 
     Raises:
@@ -47,6 +74,40 @@ def parse_video_url(raw: str, extra_hosts: Iterable[str] = ()) -> VideoURL:
         raise InvalidURL("youtube_url must not be empty.")
     if len(raw) > MAX_URL_LENGTH:
         raise InvalidURL(f"youtube_url is longer than {MAX_URL_LENGTH} characters.")
+    parts, host = _split(raw)
+    if host in YOUTUBE_HOSTS:
+        _check_default_port(parts, host)
+        video_id = _youtube_video_id(host, parts.path, parts.query)
+        return VideoURL(url=f"https://www.youtube.com/watch?v={video_id}", host=host, video_id=video_id)
+    check_host(parts, host, extra_hosts, resolve)
+    return VideoURL(url=urlunsplit(parts._replace(fragment="")), host=host, video_id=None)
+
+
+def check_fetch_url(url: str, extra_hosts: Iterable[str] = (), resolve: Resolver | None = None) -> None:
+    """Check a URL the worker is about to fetch (a redirect target) against the same policy."""
+    parts, host = _split(url)
+    if host in YOUTUBE_HOSTS:
+        _check_default_port(parts, host)
+    else:
+        check_host(parts, host, extra_hosts, resolve)
+
+
+def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver | None) -> None:
+    allowed = {h.lower() for h in extra_hosts}
+    if host in allowed:
+        return  # listed exactly: trusted as the operator wrote it
+    if not any(host.endswith("." + parent) for parent in allowed) or _is_ip_literal(host):
+        raise HostNotAllowed(f"Host {host!r} is not allowed: only YouTube URLs are accepted here.")
+    _check_default_port(parts, host)
+    try:
+        addresses = (resolve or resolve_host)(host)
+    except OSError:
+        raise InvalidURL(f"Host {host!r} does not resolve.") from None
+    if not addresses or not all(is_public_address(address) for address in addresses):
+        raise HostNotAllowed(f"Host {host!r} resolves to a private or local address.")
+
+
+def _split(raw: str):
     try:
         parts = urlsplit(raw)
         host = (parts.hostname or "").lower()
@@ -59,13 +120,20 @@ def parse_video_url(raw: str, extra_hosts: Iterable[str] = ()) -> VideoURL:
         raise InvalidURL("youtube_url has no host.")
     if parts.username is not None or parts.password is not None:
         raise InvalidURL("youtube_url must not contain a user name or password.")
+    return parts, host
 
-    if host in YOUTUBE_HOSTS:
-        video_id = _youtube_video_id(host, parts.path, parts.query)
-        return VideoURL(url=f"https://www.youtube.com/watch?v={video_id}", host=host, video_id=video_id)
-    if host in {h.lower() for h in extra_hosts}:
-        return VideoURL(url=urlunsplit(parts._replace(fragment="")), host=host, video_id=None)
-    raise HostNotAllowed(f"Host {host!r} is not allowed: only YouTube URLs are accepted here.")
+
+def _check_default_port(parts, host: str) -> None:
+    if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme.lower()]:
+        raise HostNotAllowed(f"Port {parts.port} is not allowed for {host!r}.")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _youtube_video_id(host: str, path: str, query: str) -> str:

@@ -63,19 +63,31 @@ class MediaHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the media directory, with two test behaviours chosen by the query string:
 
     - ``?delay=S`` trickles the file in 4 KiB chunks, S seconds apart;
-    - ``?fail=N&token=T`` answers 503 to the first N requests carrying token T.
-    Every request is logged in ``server.requests`` as ``(time, path, status)``.
+    - ``?fail=N&token=T`` answers 503 to the first N requests carrying token T;
+    - ``?to=URL`` redirects (302) to URL.
+    Every request is logged in ``server.requests`` as ``(time, method, path, status)``.
     """
 
     def log_message(self, format, *args):  # keep test output quiet
         pass
 
     def send_response(self, code, message=None):
-        self.server.requests.append((time.monotonic(), self.path, code))
+        self.server.requests.append((time.monotonic(), self.command, self.path, code))
         super().send_response(code, message)
+
+    def do_HEAD(self):
+        if "to" in parse_qs(urlsplit(self.path).query):
+            return self.do_GET()
+        return super().do_HEAD()
 
     def do_GET(self):
         query = parse_qs(urlsplit(self.path).query)
+        if "to" in query:  # ?to=URL: a redirect
+            self.send_response(302)
+            self.send_header("Location", query["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if "fail" in query:
             with self.server.lock:
                 token = query["token"][0]
@@ -118,8 +130,8 @@ class MediaServer:
         suffix = "?" + "&".join(f"{key}={value}" for key, value in query.items()) if query else ""
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}{suffix}"
 
-    def requests_for(self, fragment: str) -> list[tuple[float, str, int]]:
-        return [entry for entry in self.httpd.requests if fragment in entry[1]]
+    def requests_for(self, fragment: str, method: str = "GET") -> list[tuple[float, str, str, int]]:
+        return [entry for entry in self.httpd.requests if fragment in entry[2] and entry[1] == method]
 
     def add(self, name: str, content: bytes) -> str:
         (self.directory / name).write_bytes(content)

@@ -111,8 +111,8 @@ def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server)
     svc = Services.from_settings(Settings.load())
     pro, _ = svc.users.create("pro@example.com", "pro")
     request = parse_submit({"youtube_url": media_server.url("fox.m4a")}, svc.settings)
-    express = enqueue_transcription(svc.queues["express"], request, pro, svc.settings)
-    standard = enqueue_transcription(svc.queues["standard"], request, pro, svc.settings)
+    express = enqueue_transcription(svc.queues["express"], request, pro, svc.settings, "2026-01")
+    standard = enqueue_transcription(svc.queues["standard"], request, pro, svc.settings, "2026-01")
     subprocess.run([ytcaption_command(), "worker", "express", "--burst"], check=True, timeout=180)
     assert express.get_status() == "finished"
     assert standard.get_status() == "queued"

@@ -60,9 +60,9 @@ def test_a_transient_download_failure_is_retried_with_growing_delays(make_client
         stop_process(worker)
     body = status(client, headers, job_id)
     assert (body["status"], body["attempt"]) == ("completed", 3), body
-    failed = [t for t, _, code in media_server.requests_for("token=flaky") if code == 503]
+    failed = [t for t, _, _, code in media_server.requests_for("token=flaky") if code == 503]
     assert len(failed) == 2
-    served = [t for t, _, code in media_server.requests_for("token=flaky") if code == 200]
+    served = [t for t, _, _, code in media_server.requests_for("token=flaky") if code == 200]
     gaps = [failed[1] - failed[0], served[0] - failed[1]]
     print(f"retry delays: scheduled {intervals[:2]}, observed {[round(g, 2) for g in gaps]}")
     assert gaps[0] >= intervals[0] - 0.05 and gaps[1] >= intervals[1] - 0.05

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from yt_dlp import YoutubeDL
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
 from app.errors import (
+    BadRequest,
     JobError,
+    RedirectNotAllowed,
     TransientDownloadError,
     UnsupportedURL,
     VideoTooLong,
     VideoUnavailable,
 )
+from app.urls import YOUTUBE_HOSTS, check_fetch_url
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +55,23 @@ def fetch_audio(
     directory: Path,
     *,
     max_duration: int,
+    allowed_hosts: Iterable[str] = (),
     on_progress: Callable[[float], None] | None = None,
     on_duration: Callable[[float], None] | None = None,
 ) -> Media:
     """Download the best audio of ``url`` into ``directory``.
 
     The duration in the metadata is checked (and passed to ``on_duration``) before anything
-    is downloaded.
+    is downloaded. For a URL on an allowed non-YouTube host every redirect is checked against
+    the URL policy before it is followed, and every request yt-dlp makes afterwards too.
 
     Raises:
-        VideoTooLong, VideoUnavailable, UnsupportedURL, TransientDownloadError.
+        VideoTooLong, VideoUnavailable, UnsupportedURL, RedirectNotAllowed, TransientDownloadError.
     """
+    # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
+    guard = None if urlsplit(url).hostname in YOUTUBE_HOSTS else _policy_guard(allowed_hosts)
+    if guard is not None:
+        _follow_redirects(url, guard)
 
     def hook(status: dict[str, Any]) -> None:
         if on_progress and status.get("status") == "downloading":
@@ -85,7 +97,7 @@ def fetch_audio(
         "extractor_retries": 1,
         "overwrites": True,
     }
-    with _mapped_errors(), YoutubeDL(options) as ydl:
+    with _mapped_errors(), _GuardedYoutubeDL(options, guard) as ydl:
         info = ydl.extract_info(url, download=False)
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
@@ -103,6 +115,47 @@ def fetch_audio(
         return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
 
 
+def _policy_guard(allowed_hosts: Iterable[str]) -> Callable[[str], None]:
+    def guard(target: str) -> None:
+        try:
+            check_fetch_url(target, allowed_hosts)
+        except BadRequest as exc:
+            raise RedirectNotAllowed(f"The URL leads to {target!r}, which is not allowed: {exc.message}") from None
+
+    return guard
+
+
+class _GuardedYoutubeDL(YoutubeDL):
+    """YoutubeDL that checks each URL it requests, and where the answer came from, with ``guard``."""
+
+    def __init__(self, params: dict, guard: Callable[[str], None] | None) -> None:
+        super().__init__(params)
+        self._guard = guard
+
+    def urlopen(self, req):
+        if self._guard is None:
+            return super().urlopen(req)
+        self._guard(req if isinstance(req, str) else req.url)
+        response = super().urlopen(req)
+        self._guard(response.url)
+        return response
+
+
+def _follow_redirects(url: str, guard: Callable[[str], None]) -> None:
+    """Walk the redirect chain of ``url`` (HEAD), checking each target before requesting it."""
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            guard(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    opener = urllib.request.build_opener(CheckedRedirects)
+    try:
+        opener.open(urllib.request.Request(url, method="HEAD"), timeout=30).close()
+    except (urllib.error.URLError, OSError, ValueError):
+        pass  # not for this check to judge: yt-dlp reports download errors itself
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions)."""
@@ -115,6 +168,9 @@ def _mapped_errors() -> Iterator[None]:
 def classify(exc: Exception) -> JobError:
     """Decide whether a yt-dlp failure is worth retrying."""
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
+    for link in _chain(cause):
+        if isinstance(link, JobError):
+            return link  # raised by our own guard inside yt-dlp
     message = _clean(str(exc))
     if isinstance(cause, UnsupportedError):
         return UnsupportedURL(f"No video was found at this URL ({message}).")
@@ -129,6 +185,14 @@ def classify(exc: Exception) -> JobError:
     if isinstance(cause, ExtractorError) and cause.expected:
         return VideoUnavailable(message)
     return TransientDownloadError(message)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
 
 
 def _clean(message: str) -> str:

@@ -65,8 +65,12 @@ class Progress:
         self._stage, self._last_write = stage, now
 
 
-def transcribe_video(*, url: str, video_id: str | None, language: str | None, model: str, user_id: str) -> dict:
-    """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``."""
+def transcribe_video(*, url: str, video_id: str | None, language: str | None, model: str, user_id: str,
+                     max_duration: int | None = None) -> dict:
+    """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``.
+
+    ``max_duration`` is the submitting user's tier limit (never above ``MAX_VIDEO_DURATION``).
+    """
     job = get_current_job()
     settings = Settings.load()
     # A new attempt: the previous attempt's error becomes last_error, progress starts again.
@@ -75,7 +79,9 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
     max_attempts = job.meta.get("max_attempts", 1)
     job.meta.update(stage="starting", progress=0, attempt=max_attempts - (job.retries_left or 0))
     try:
-        return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model, user_id=user_id)
+        limit = min(max_duration or settings.max_video_duration, settings.max_video_duration)
+        return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model,
+                           user_id=user_id, max_duration=limit)
     except BaseException as exc:
         job.meta["error"] = describe_error(exc, job)
         if not is_transient(exc):
@@ -107,7 +113,8 @@ def extend_timeout(job: Job, settings: Settings, duration: float) -> None:
         signal.alarm(max(1, math.ceil(wanted - elapsed)))
 
 
-def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id) -> dict[str, Any]:
+def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id,
+                max_duration) -> dict[str, Any]:
     progress = Progress(job)
     progress.update("starting", 0)
     # The allowlist may have changed since the job was accepted: check the URL again.
@@ -119,7 +126,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     try:
         started = time.perf_counter()
         media = fetch_audio(
-            url, directory, max_duration=settings.max_video_duration,
+            url, directory, max_duration=max_duration, allowed_hosts=settings.allowed_url_hosts,
             on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
             on_duration=lambda duration: extend_timeout(job, settings, duration),
         )
@@ -128,7 +135,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         progress.update("transcribing", DOWNLOAD_END)
         started = time.perf_counter()
         transcript = engines.current(settings).transcribe(
-            str(media.path), language=language, model=model, max_duration=settings.max_video_duration,
+            str(media.path), language=language, model=model, max_duration=max_duration,
             on_progress=lambda fraction: progress.update(
                 "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
             on_duration=lambda duration: extend_timeout(job, settings, duration),

@@ -28,6 +28,7 @@ from rq.job import Job
 
 from app.errors import EngineUnavailable
 from app.jobs import QUEUE_NAMES
+from app.quota import refund
 from app.settings import Settings
 from workers import engines
 from workers.engine_host import EngineHost
@@ -124,7 +125,12 @@ class TranscriptionWorker(Worker):
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
                            execution=None) -> None:
         if job.id != self._hand_back_job_id:
-            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            stopped = self._stopped_job_id == job.id  # cancelled while running: no refund
+            final = stopped or not job.should_retry
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            if final and not stopped:
+                refund(self.connection, job)  # failed for good: the quota unit comes back
+            return
         # Handed back on shutdown: requeue at the front, without using up an attempt.
         self._hand_back_job_id = None
         job.meta.update(stage="queued", progress=0)

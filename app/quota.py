@@ -1,0 +1,151 @@
+"""Monthly job quotas and per-key rate limits, each enforced by one atomic Redis script.
+
+Usage is counted per user per calendar month (UTC) under its own key, so a new month starts at
+zero by itself: nothing has to reset it, and a missed reset cannot matter.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from redis import Redis
+from rq.job import Job
+
+from app.errors import QuotaExceeded, RateLimited
+from app.settings import Settings
+from app.users import User
+
+_USAGE = "ytcaption:usage:{}:{}"  # user id, period
+_REFUNDED = "ytcaption:refunded:{}"  # job id
+_RATE = "ytcaption:rate:{}:{}"  # key id, minute
+_USAGE_TTL = 100 * 86400  # a period's counter outlives its month, for reports
+
+# Check and charge in one step: with 10 units left, 100 concurrent submits get exactly 10.
+_CHARGE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + 1 > tonumber(ARGV[1]) then
+  return {0, used}
+end
+used = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {1, used}
+"""
+
+# Give one unit back, never going below zero.
+_UNCHARGE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 1
+"""
+
+# Give a job's unit back once, however many times it is asked.
+_REFUND = """
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then
+""" + _UNCHARGE + """
+end
+return 0
+"""
+
+_COUNT_REQUEST = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
+
+def period_of(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def period_end(moment: datetime) -> datetime:
+    """The first instant of the next calendar month, UTC."""
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return datetime(year, month, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Quota:
+    limit: int
+    used: int
+    period: str
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Quota-Limit": str(self.limit), "X-Quota-Remaining": str(self.remaining),
+                "X-Quota-Reset": str(int(self.resets_at.timestamp()))}
+
+    def to_dict(self) -> dict:
+        return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "period": self.period,
+                "resets_at": self.resets_at.isoformat().replace("+00:00", "Z")}
+
+
+class QuotaLedger:
+    def __init__(self, connection: Redis, settings: Settings) -> None:
+        self.connection = connection
+        self.settings = settings
+        self._charge = connection.register_script(_CHARGE)
+        self._uncharge = connection.register_script(_UNCHARGE)
+
+    def limit_for(self, user: User) -> int:
+        return user.quota if user.quota is not None else self.settings.quotas[user.tier]
+
+    def usage(self, user: User, moment: datetime | None = None) -> Quota:
+        moment = moment or datetime.now(timezone.utc)
+        used = int(self.connection.get(_USAGE.format(user.id, period_of(moment))) or 0)
+        return Quota(self.limit_for(user), used, period_of(moment), period_end(moment))
+
+    def charge(self, user: User) -> Quota:
+        """Count one job against ``user``'s month, or raise ``QuotaExceeded`` (429)."""
+        moment = datetime.now(timezone.utc)
+        limit = self.limit_for(user)
+        allowed, used = self._charge(keys=[_USAGE.format(user.id, period_of(moment))], args=[limit, _USAGE_TTL])
+        quota = Quota(limit, int(used), period_of(moment), period_end(moment))
+        if not allowed:
+            raise QuotaExceeded(
+                f"The monthly quota of {limit} jobs is used up; it resets at {quota.to_dict()['resets_at']}.",
+                headers=quota.headers(), details={"quota": quota.to_dict()})
+        return quota
+
+    def uncharge(self, user_id: str, period: str) -> None:
+        """Undo a charge whose job was never enqueued."""
+        self._uncharge(keys=[_USAGE.format(user_id, period)])
+
+
+def refund(connection: Redis, job: Job) -> bool:
+    """Give back the unit ``job`` was charged (once per job): it failed or was cancelled unstarted."""
+    user_id, period = job.kwargs.get("user_id"), job.meta.get("quota_period")
+    if not (user_id and period):
+        return False
+    script = connection.register_script(_REFUND)
+    return bool(script(keys=[_USAGE.format(user_id, period), _REFUNDED.format(job.id)], args=[_USAGE_TTL]))
+
+
+class RateLimiter:
+    """A fixed one-minute window of requests per API key."""
+
+    def __init__(self, connection: Redis, settings: Settings) -> None:
+        self.settings = settings
+        self._count = connection.register_script(_COUNT_REQUEST)
+
+    def hit(self, user: User, key_id: str) -> dict[str, str]:
+        """Count a request; return rate headers, or raise ``RateLimited`` (429 with Retry-After)."""
+        now = time.time()
+        minute = int(now // 60)
+        limit = self.settings.rate_limits[user.tier]
+        count = int(self._count(keys=[_RATE.format(key_id, minute)], args=[61]))
+        reset_in = max(1, int((minute + 1) * 60 - now + 0.999))
+        headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
+                   "X-RateLimit-Reset": str((minute + 1) * 60)}
+        if count > limit:
+            raise RateLimited(f"More than {limit} requests in a minute with this key; retry in {reset_in} s.",
+                              headers={**headers, "Retry-After": str(reset_in)})
+        return headers
