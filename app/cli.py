@@ -71,6 +71,16 @@ def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str
     run(_settings(), queues or QUEUE_NAMES, burst=burst, max_jobs=max_jobs, name=name)
 
 
+@cli.command()
+@_friendly_errors
+def scheduler() -> None:
+    """Register the periodic jobs (idempotent) and run rq-scheduler, in UTC."""
+    from app.services import connect
+    from scheduler.registration import run
+
+    run(connect(_settings()))
+
+
 @cli.group()
 def users() -> None:
     """Create users, change their tier, role or quota, show usage."""

@@ -115,6 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORK_DIR", str, None,
             "Directory for temporary downloads (one sub-directory per job, always removed). "
             "Default: `ytcaption` under the system temp directory."),
+    Setting("WORK_DIR_MAX_AGE", _positive_int, "86400",
+            "The daily cleanup removes job directories in WORK_DIR older than this (seconds) whose job is not running."),
     Setting("LOG_LEVEL", _log_level, "INFO", "Log level of the API, workers and scheduler."),
 )
 
@@ -148,6 +150,7 @@ class Settings:
     result_ttl: int
     transcript_ttl: int
     work_dir: Path
+    work_dir_max_age: int
     log_level: str
 
     @classmethod
@@ -187,6 +190,7 @@ class Settings:
             result_ttl=values["RESULT_TTL"],
             transcript_ttl=values["TRANSCRIPT_TTL"],
             work_dir=Path(values["WORK_DIR"] or Path(tempfile.gettempdir()) / "ytcaption"),
+            work_dir_max_age=values["WORK_DIR_MAX_AGE"],
             log_level=values["LOG_LEVEL"],
         )
 

@@ -1,7 +1,7 @@
 """``ytcaption up``: the whole stack in the foreground, stopped cleanly by Ctrl-C.
 
-Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn and one worker
-on all queues. Children run in their own sessions so that Ctrl-C reaches only this process,
+Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn, one worker
+on all queues and the scheduler. Children run in their own sessions so that Ctrl-C reaches only this process,
 which then stops them in order: API and worker first (the worker finishes its current job),
 Redis last.
 """
@@ -26,11 +26,12 @@ GRACE_SECONDS = 60
 
 
 def commands(settings: Settings, host: str) -> dict[str, list[str]]:
-    """The processes of the stack (the Procfile's ``web`` and ``worker``)."""
+    """The processes of the stack (the Procfile's ``web``, ``worker`` and ``scheduler``)."""
     return {
         "web": [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{settings.port}",
                 "--workers", str(settings.web_concurrency), "--access-logfile", "-", "app:create_app()"],
         "worker": [sys.executable, "-m", "app", "worker"],
+        "scheduler": [sys.executable, "-m", "app", "scheduler"],
     }
 
 

@@ -1,5 +1,5 @@
-"""Periodic jobs (rq-scheduler): daily cleanup and the monthly quota reset.
+"""Periodic jobs, run by rq-scheduler: the daily cleanup and the monthly quota report.
 
-Nothing is scheduled yet: transcripts and job records expire by their Redis TTLs
-(``TRANSCRIPT_TTL``, ``RESULT_TTL``) and each job removes its own temporary files.
+``scheduler.jobs`` holds the job functions (workers run them from the ``batch`` queue);
+``scheduler.registration`` registers them with stable ids and runs the scheduler, in UTC.
 """

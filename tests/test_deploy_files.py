@@ -50,7 +50,7 @@ def test_procfile_commands_exist(name, command):
 
 
 def test_procfile_has_the_documented_processes():
-    assert set(procfile_commands()) == {"web", "worker_express", "worker"}
+    assert set(procfile_commands()) == {"web", "worker_express", "worker", "scheduler"}
     assert procfile_commands()["worker"].split()[2:] == list(QUEUE_NAMES)
 
 
@@ -64,3 +64,14 @@ def test_compose_redis_is_durable_and_never_evicts():
     options = dict(zip(redis[1::2], redis[2::2]))
     assert options["--appendonly"] == "yes"
     assert options["--maxmemory-policy"] == "noeviction"
+
+
+def test_honcho_accepts_the_procfile():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    honcho = Path(sys.executable).parent / "honcho"
+    result = subprocess.run([str(honcho), "check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Valid procfile detected (web, worker_express, worker, scheduler)" in result.stderr + result.stdout
