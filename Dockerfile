@@ -12,4 +12,4 @@ USER ytcaption
 
 ENV PORT=8000
 EXPOSE 8000
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT} --access-logfile - 'app:create_app()'"]
+CMD ["sh", "-c", "exec gunicorn --config python:app.gunicorn_conf --bind 0.0.0.0:${PORT} 'app:create_app()'"]

@@ -15,7 +15,7 @@ from flask import Flask
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API: settings from defaults, then the environment, then ``config``."""
-    from app import api, errors_http, health, openapi, services
+    from app import api, errors_http, health, metrics, openapi, services
     from app.settings import Settings
 
     settings = Settings.load(config)
@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     services.init_app(app, settings)
+    metrics.init_app(app, app.extensions["ytcaption"].redis, settings.metrics_token)
     errors_http.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

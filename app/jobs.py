@@ -30,6 +30,7 @@ from rq.job import Job, JobStatus, Retry
 from app.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
 from app.quota import Quota, QuotaLedger, refund
 from app.settings import Settings
+from app.stats import record_completed, record_submitted, task_name
 from app.users import User
 from app.validation import TranscriptionRequest
 
@@ -122,10 +123,12 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
     if idempotency_key is None:
         quota = ledger.charge(user)
         try:
-            return Submission(enqueue_transcription(queue, request, user, settings, quota.period), quota)
+            job = enqueue_transcription(queue, request, user, settings, quota.period)
         except BaseException:
             ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
             raise
+        record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO))
+        return Submission(job, quota)
 
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidIdempotencyKey()
@@ -153,6 +156,7 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                 job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
                 pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
                 pipe.execute()
+                record_submitted(connection, queue.name, task_name(TRANSCRIBE_VIDEO))
                 return Submission(job, quota)
             except BaseException as exc:
                 ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
@@ -266,6 +270,7 @@ def cancel_job(connection: Redis, job: Job) -> str:
         # Removed from the queue list atomically, so no worker has it: safe to cancel.
         job.cancel()
         refund(connection, job)  # it never started: its quota unit comes back
+        record_completed(connection, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"
     try:
         send_stop_job_command(connection, job.id)

@@ -117,6 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Default: `ytcaption` under the system temp directory."),
     Setting("WORK_DIR_MAX_AGE", _positive_int, "86400",
             "The daily cleanup removes job directories in WORK_DIR older than this (seconds) whose job is not running."),
+    Setting("METRICS_TOKEN", str, None,
+            "If set, /metrics needs 'Authorization: Bearer <token>'; unset, /metrics is open."),
     Setting("LOG_LEVEL", _log_level, "INFO", "Log level of the API, workers and scheduler."),
 )
 
@@ -151,6 +153,7 @@ class Settings:
     transcript_ttl: int
     work_dir: Path
     work_dir_max_age: int
+    metrics_token: str | None
     log_level: str
 
     @classmethod
@@ -191,6 +194,7 @@ class Settings:
             transcript_ttl=values["TRANSCRIPT_TTL"],
             work_dir=Path(values["WORK_DIR"] or Path(tempfile.gettempdir()) / "ytcaption"),
             work_dir_max_age=values["WORK_DIR_MAX_AGE"],
+            metrics_token=values["METRICS_TOKEN"],
             log_level=values["LOG_LEVEL"],
         )
 

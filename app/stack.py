@@ -28,8 +28,8 @@ GRACE_SECONDS = 60
 def commands(settings: Settings, host: str) -> dict[str, list[str]]:
     """The processes of the stack (the Procfile's ``web``, ``worker`` and ``scheduler``)."""
     return {
-        "web": [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{settings.port}",
-                "--workers", str(settings.web_concurrency), "--access-logfile", "-", "app:create_app()"],
+        "web": [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
+                "--bind", f"{host}:{settings.port}", "--workers", str(settings.web_concurrency), "app:create_app()"],
         "worker": [sys.executable, "-m", "app", "worker"],
         "scheduler": [sys.executable, "-m", "app", "scheduler"],
     }

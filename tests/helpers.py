@@ -162,7 +162,8 @@ def start_api(port: int, env: dict | None = None):
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                "app:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
+                                "--bind", f"127.0.0.1:{port}", "--workers", "2", "app:create_app()"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30, message="gunicorn")
     return process

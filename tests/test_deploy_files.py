@@ -29,6 +29,11 @@ def check_command(argv: list[str]) -> None:
         argv = shlex.split(argv[2].removeprefix("exec "))
     program, *args = argv
     if program == "gunicorn":
+        assert args[:2] == ["--config", "python:app.gunicorn_conf"]
+        import importlib.util
+
+        assert importlib.util.find_spec("app.gunicorn_conf")  # not imported: it sets the environment
+
         module, _, call = args[-1].partition(":")
         assert (module, call) == ("app", "create_app()")
         from app import create_app

@@ -25,10 +25,12 @@ from collections.abc import Sequence
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
+from rq.utils import now
 
 from app.errors import EngineUnavailable
 from app.jobs import QUEUE_NAMES
 from app.quota import refund
+from app.stats import record_completed, task_name
 from app.settings import Settings
 from workers import engines
 from workers.engine_host import EngineHost
@@ -128,6 +130,10 @@ class TranscriptionWorker(Worker):
             stopped = self._stopped_job_id == job.id  # cancelled while running: no refund
             final = stopped or not job.should_retry
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            if final:
+                cancelled = stopped or (job.meta.get("error") or {}).get("type") == "cancelled"
+                record_completed(self.connection, queue.name, "cancelled" if cancelled else "failed",
+                                 task_name(job.func_name), _run_time(job))
             if final and not stopped:
                 refund(self.connection, job)  # failed for good: the quota unit comes back
             return
@@ -141,10 +147,18 @@ class TranscriptionWorker(Worker):
         queue.enqueue_job(job, at_front=True)
         self.log.info("Worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
 
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution) -> None:
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        record_completed(self.connection, queue.name, "finished", task_name(job.func_name), _run_time(job))
+
     def teardown(self) -> None:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         super().teardown()
+
+
+def _run_time(job: Job) -> float | None:
+    return (now() - job.started_at).total_seconds() if job.started_at else None
 
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,

@@ -1,0 +1,38 @@
+"""Job counters kept in Redis (shared by every process and machine), read by ``app.metrics``."""
+
+from __future__ import annotations
+
+import math
+
+from redis import Redis
+
+SUBMITTED = "ytcaption:metrics:submitted"  # hash "queue|task" -> count
+COMPLETED = "ytcaption:metrics:completed"  # hash "queue|status" -> count
+DURATION = "ytcaption:metrics:duration:{}"  # hash per task: bucket bounds, "sum", "count"
+BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, math.inf)
+
+
+def task_name(func_name: str) -> str:
+    return func_name.rsplit(".", 1)[-1]
+
+
+def record_submitted(connection, queue: str, task: str, count: int = 1) -> None:
+    connection.hincrby(SUBMITTED, f"{queue}|{task}", count)
+
+
+def record_completed(connection: Redis, queue: str, status: str, task: str, duration: float | None) -> None:
+    """Count a job that ended (``finished``, ``failed`` or ``cancelled``) and, if it ran, its duration."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(COMPLETED, f"{queue}|{status}", 1)
+        if duration is not None:
+            key = DURATION.format(task)
+            for bound in BUCKETS:
+                if duration <= bound:
+                    pipe.hincrby(key, bound_label(bound), 1)
+            pipe.hincrbyfloat(key, "sum", duration)
+            pipe.hincrby(key, "count", 1)
+        pipe.execute()
+
+
+def bound_label(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(bound)
