@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, url_for
 
+from app import batch
 from app.auth import add_response_headers, admin_only, authenticated, current_user
 from app.errors import InvalidJSON, NotFound, UnknownFormat
 from app.formats import FORMATS
@@ -83,6 +84,42 @@ def transcription(transcription_id: str):
         raise NotFound(f"No transcription {transcription_id!r}.")
     content_type, render = FORMATS[fmt]
     return Response(render(record), content_type=content_type)
+
+
+@bp.post("/transcribe/async/batch")
+@authenticated
+def submit_batch():
+    """Accept several videos; each becomes its own job on the batch queue."""
+    payload = request.get_json(force=True, silent=True)
+    if payload is None:
+        raise InvalidJSON("The request body must be a JSON object, e.g. {\"videos\": [{\"youtube_url\": \"...\"}]}.")
+    svc = services()
+    user = current_user()
+    requests = batch.parse_batch(payload, svc.settings, user)
+    submitted = batch.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
+    record = submitted["record"]
+    status_url = url_for("api.batch_status", batch_id=record["batch_id"])
+    body = {"batch_id": record["batch_id"], "status": "accepted", "queue": "batch", "total": len(requests),
+            "job_ids": record["job_ids"], "status_url": status_url,
+            "message": f"{len(requests)} videos are queued on the batch queue."}
+    return body, 202, {"Location": status_url, **submitted["quota"].headers()}
+
+
+@bp.get("/transcribe/async/batch/<batch_id>")
+@authenticated
+def batch_status(batch_id: str):
+    connection = services().redis
+    return batch.describe_batch(connection, batch.fetch_owned_batch(connection, batch_id, current_user()))
+
+
+@bp.delete("/transcribe/async/batch/<batch_id>")
+@authenticated
+def batch_cancel(batch_id: str):
+    connection = services().redis
+    record = batch.fetch_owned_batch(connection, batch_id, current_user())
+    cancelled = batch.cancel_batch(connection, record)
+    return {"batch_id": batch_id, "cancelled": cancelled,
+            "message": f"{cancelled} videos that had not ended are cancelled or being stopped."}
 
 
 @bp.get("/me")

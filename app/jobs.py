@@ -79,7 +79,8 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
 
 
 def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
-                          quota_period: str, pipeline: Pipeline | None = None) -> Job:
+                          quota_period: str, pipeline: Pipeline | None = None,
+                          extra_meta: dict | None = None) -> Job:
     """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key."""
     return queue.enqueue(
         TRANSCRIBE_VIDEO,
@@ -97,7 +98,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         retry=retry_policy(settings),
         description=f"transcribe {request.video.url}",
         meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
-              "quota_period": quota_period},
+              "quota_period": quota_period, **(extra_meta or {})},
         pipeline=pipeline,
     )
 

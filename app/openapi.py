@@ -74,6 +74,23 @@ SPEC = {
                 "application/x-subrip": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 404, 429, 503)},
         }},
+        "/api/v1/transcribe/async/batch": {"post": {
+            "summary": "Submit several videos",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["videos"], "additionalProperties": False,
+                "properties": {"videos": {"type": "array",
+                                          "items": {"$ref": "#/components/schemas/SubmitRequest"}}}}}}},
+            "responses": {"202": _json({"type": "object"}, "Accepted"), **_errors(400, 401, 413, 429, 503)},
+        }},
+        "/api/v1/transcribe/async/batch/{batch_id}": {
+            "get": {"summary": "A batch's progress and each video's status",
+                    "parameters": [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 429, 503)}},
+            "delete": {"summary": "Cancel a batch's videos that have not ended",
+                       "parameters": [{"name": "batch_id", "in": "path", "required": True,
+                                       "schema": {"type": "string"}}],
+                       "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 429, 503)}},
+        },
         "/api/v1/me": {"get": {"summary": "The key's user, tier and usage",
                                "responses": {"200": _json({"type": "object"}), **_errors(401, 429, 503)}}},
         "/api/v1/admin/users": {"get": {"summary": "Every user with usage (admin)",

@@ -25,25 +25,26 @@ _USAGE_TTL = 100 * 86400  # a period's counter outlives its month, for reports
 # Check and charge in one step: with 10 units left, 100 concurrent submits get exactly 10.
 _CHARGE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used + 1 > tonumber(ARGV[1]) then
+if used + tonumber(ARGV[3]) > tonumber(ARGV[1]) then
   return {0, used}
 end
-used = redis.call('INCR', KEYS[1])
+used = redis.call('INCRBY', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {1, used}
 """
 
-# Give one unit back, never going below zero.
+# Give units back (ARGV[1], default one), never going below zero.
 _UNCHARGE = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
+local back = math.min(tonumber(ARGV[1] or '1'), tonumber(redis.call('GET', KEYS[1]) or '0'))
+if back > 0 then
+  redis.call('DECRBY', KEYS[1], back)
 end
 return 1
 """
 
 # Give a job's unit back once, however many times it is asked.
 _REFUND = """
-if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) then
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then
 """ + _UNCHARGE + """
 end
 return 0
@@ -103,21 +104,23 @@ class QuotaLedger:
         used = int(self.connection.get(_USAGE.format(user.id, period_of(moment))) or 0)
         return Quota(self.limit_for(user), used, period_of(moment), period_end(moment))
 
-    def charge(self, user: User) -> Quota:
-        """Count one job against ``user``'s month, or raise ``QuotaExceeded`` (429)."""
+    def charge(self, user: User, jobs: int = 1) -> Quota:
+        """Count ``jobs`` against ``user``'s month (all or none), or raise ``QuotaExceeded`` (429)."""
         moment = datetime.now(timezone.utc)
         limit = self.limit_for(user)
-        allowed, used = self._charge(keys=[_USAGE.format(user.id, period_of(moment))], args=[limit, _USAGE_TTL])
+        allowed, used = self._charge(keys=[_USAGE.format(user.id, period_of(moment))],
+                                     args=[limit, _USAGE_TTL, jobs])
         quota = Quota(limit, int(used), period_of(moment), period_end(moment))
         if not allowed:
             raise QuotaExceeded(
-                f"The monthly quota of {limit} jobs is used up; it resets at {quota.to_dict()['resets_at']}.",
+                f"The monthly quota of {limit} jobs has {quota.remaining} left, {jobs} asked; "
+                f"it resets at {quota.to_dict()['resets_at']}.",
                 headers=quota.headers(), details={"quota": quota.to_dict()})
         return quota
 
-    def uncharge(self, user_id: str, period: str) -> None:
-        """Undo a charge whose job was never enqueued."""
-        self._uncharge(keys=[_USAGE.format(user_id, period)])
+    def uncharge(self, user_id: str, period: str, jobs: int = 1) -> None:
+        """Undo a charge whose jobs were never enqueued."""
+        self._uncharge(keys=[_USAGE.format(user_id, period)], args=[jobs])
 
 
 def refund(connection: Redis, job: Job) -> bool:
@@ -126,7 +129,7 @@ def refund(connection: Redis, job: Job) -> bool:
     if not (user_id and period):
         return False
     script = connection.register_script(_REFUND)
-    return bool(script(keys=[_USAGE.format(user_id, period), _REFUNDED.format(job.id)], args=[_USAGE_TTL]))
+    return bool(script(keys=[_USAGE.format(user_id, period), _REFUNDED.format(job.id)], args=[1, _USAGE_TTL]))
 
 
 class RateLimiter:

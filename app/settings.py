@@ -94,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUOTA_FREE", _non_negative_int, "100", "Jobs per calendar month (UTC) for free users."),
     Setting("QUOTA_PRO", _non_negative_int, "2000", "Jobs per calendar month for pro users."),
     Setting("QUOTA_ENTERPRISE", _non_negative_int, "20000", "Jobs per calendar month for enterprise users."),
+    Setting("BATCH_MAX_FREE", _positive_int, "10", "Most videos in one batch, free tier."),
+    Setting("BATCH_MAX_PRO", _positive_int, "50", "Most videos in one batch, pro tier."),
+    Setting("BATCH_MAX_ENTERPRISE", _positive_int, "200", "Most videos in one batch, enterprise tier."),
     Setting("RATE_LIMIT_FREE", _positive_int, "60", "API requests per minute per key, free tier."),
     Setting("RATE_LIMIT_PRO", _positive_int, "300", "API requests per minute per key, pro tier."),
     Setting("RATE_LIMIT_ENTERPRISE", _positive_int, "1200", "API requests per minute per key, enterprise tier."),
@@ -141,6 +144,7 @@ class Settings:
     max_video_duration_free: int
     quotas: dict[str, int]
     rate_limits: dict[str, int]
+    batch_limits: dict[str, int]
     job_timeout_floor: int
     job_timeout_factor: float
     job_max_retries: int
@@ -182,6 +186,7 @@ class Settings:
             max_video_duration_free=min(values["MAX_VIDEO_DURATION_FREE"], values["MAX_VIDEO_DURATION"]),
             quotas={tier: values[f"QUOTA_{tier.upper()}"] for tier in ("free", "pro", "enterprise")},
             rate_limits={tier: values[f"RATE_LIMIT_{tier.upper()}"] for tier in ("free", "pro", "enterprise")},
+            batch_limits={tier: values[f"BATCH_MAX_{tier.upper()}"] for tier in ("free", "pro", "enterprise")},
             job_timeout_floor=values["JOB_TIMEOUT_FLOOR"],
             job_timeout_factor=values["JOB_TIMEOUT_FACTOR"],
             job_max_retries=values["JOB_MAX_RETRIES"],

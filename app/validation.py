@@ -41,7 +41,11 @@ def parse_submit(payload: Any, settings: Settings) -> TranscriptionRequest:
         body = SubmitBody.model_validate(payload)
     except PydanticValidationError as exc:
         raise ValidationFailed(_describe(exc)) from None
+    return check_submit(body, settings)
 
+
+def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
+    """Apply ytcaption's rules (URL policy, model, language) to a well-formed body."""
     video = parse_video_url(body.youtube_url, settings.allowed_url_hosts)
 
     model = body.model if body.model is not None else settings.default_model_name

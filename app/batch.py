@@ -1,0 +1,118 @@
+"""Batches: several videos submitted at once, each its own job on the ``batch`` queue.
+
+A failure stays with its video (and is retried alone); the batch record only lists the jobs,
+and its status is computed from theirs when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+
+from app.errors import BadRequest, InvalidJSON, NotFound, ValidationFailed
+from app.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription
+from app.quota import QuotaLedger
+from app.settings import Settings
+from app.stats import record_submitted, task_name
+from app.users import User
+from app.validation import SubmitBody, TranscriptionRequest, check_submit
+
+_BATCH = "ytcaption:batch:{}"
+ENDED = ("completed", "failed", "cancelled")
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    videos: list[SubmitBody]
+
+
+def parse_batch(payload: Any, settings: Settings, user: User) -> list[TranscriptionRequest]:
+    """Validate every video; the first problem refuses the whole batch, naming the video."""
+    if not isinstance(payload, dict):
+        raise InvalidJSON()
+    try:
+        body = BatchBody.model_validate(payload)
+    except PydanticValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ValidationFailed(problems + ".") from None
+    limit = settings.batch_limits[user.tier]
+    if not 1 <= len(body.videos) <= limit:
+        raise ValidationFailed(f"A batch holds 1 to {limit} videos for the {user.tier} tier; got {len(body.videos)}.")
+    requests = []
+    for index, video in enumerate(body.videos):
+        try:
+            requests.append(check_submit(video, settings))
+        except BadRequest as exc:
+            raise type(exc)(f"videos[{index}]: {exc.message}") from None
+    return requests
+
+
+def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User, settings: Settings,
+                 ledger: QuotaLedger) -> dict[str, Any]:
+    """Charge one quota unit per video (all or none) and enqueue one job per video, atomically."""
+    quota = ledger.charge(user, len(requests))
+    batch_id = uuid.uuid4().hex
+    try:
+        with queue.connection.pipeline() as pipe:
+            jobs = [enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe,
+                                          extra_meta={"batch_id": batch_id, "batch_index": index})
+                    for index, request in enumerate(requests)]
+            record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
+                      "created_at": time.time()}
+            pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
+            pipe.execute()
+    except BaseException:
+        ledger.uncharge(user.id, quota.period, len(requests))
+        raise
+    record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
+    return {"record": record, "quota": quota}
+
+
+def fetch_owned_batch(connection: Redis, batch_id: str, user: User) -> dict[str, Any]:
+    raw = connection.get(_BATCH.format(batch_id)) if len(batch_id) <= 64 else None
+    record = json.loads(raw) if raw else None
+    if record is None or (record["user_id"] != user.id and not user.is_admin):
+        raise NotFound(f"No batch {batch_id!r}.")
+    return record
+
+
+def describe_batch(connection: Redis, record: dict[str, Any]) -> dict[str, Any]:
+    """Overall status and progress, and each video's status (and result or error)."""
+    videos = []
+    for index, job_id in enumerate(record["job_ids"]):
+        job = Job.fetch_many([job_id], connection=connection)[0]
+        if job is None:  # its record expired
+            videos.append({"index": index, "job_id": job_id, "status": "expired", "progress": 100})
+            continue
+        videos.append({"index": index, **describe_job(job)})
+    counts = {status: sum(v["status"] == status for v in videos)
+              for status in ("pending", "processing", "completed", "failed", "cancelled", "expired")}
+    done = sum(counts[s] for s in (*ENDED, "expired"))
+    if done == len(videos):
+        status = "cancelled" if counts["cancelled"] == len(videos) else "completed"
+    elif counts["pending"] == len(videos):
+        status = "pending"
+    else:
+        status = "processing"
+    progress = sum(100 if v["status"] in (*ENDED, "expired") else v["progress"] for v in videos) / len(videos)
+    return {"batch_id": record["batch_id"], "status": status, "progress": round(progress),
+            "total": len(videos), "counts": counts, "videos": videos}
+
+
+def cancel_batch(connection: Redis, record: dict[str, Any]) -> int:
+    """Cancel every video that has not ended; return how many were cancelled or are stopping."""
+    cancelled = 0
+    for job in Job.fetch_many(record["job_ids"], connection=connection):
+        if job is not None and describe_job(job)["status"] not in ENDED:
+            cancel_job(connection, job)
+            cancelled += 1
+    return cancelled
