@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 import time
 
@@ -11,6 +10,7 @@ import click
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.errors import YtcaptionError
+from app.logs import configure_logging
 from app.jobs import QUEUE_NAMES
 from app.settings import Settings
 from app.users import ROLES, TIERS
@@ -35,7 +35,7 @@ def _friendly_errors(command):
 
 def _settings() -> Settings:
     settings = Settings.load()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     return settings
 
 
@@ -79,6 +79,33 @@ def scheduler() -> None:
     from scheduler.registration import run
 
     run(connect(_settings()))
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(["worker", "scheduler"]))
+@_friendly_errors
+def check(what: str) -> None:
+    """Health check for containers: exit 0 if a WHAT runs here (worker) or is scheduling (scheduler)."""
+    import socket
+
+    from rq import Worker
+    from rq_scheduler import Scheduler
+
+    from app.services import connect
+    from scheduler.registration import PERIODIC_JOBS
+
+    connection = connect(_settings())
+    if what == "worker":
+        here = [w.name for w in Worker.all(connection=connection) if w.hostname == socket.gethostname()]
+        if not here:
+            raise click.ClickException(f"No worker of host {socket.gethostname()} is registered in Redis.")
+        click.echo(f"workers here: {', '.join(here)}")
+    else:
+        scheduled = {job.id for job in Scheduler(connection=connection).get_jobs()}
+        missing = [job.id for job in PERIODIC_JOBS if job.id not in scheduled]
+        if missing:
+            raise click.ClickException(f"Periodic jobs not scheduled: {', '.join(missing)}.")
+        click.echo(f"scheduled: {', '.join(sorted(scheduled))}")
 
 
 @cli.group()

@@ -165,3 +165,27 @@ def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_pa
         assert code == 200 and json.loads(text)["status"] == "completed"
     finally:
         assert stop_process(process, signal.SIGINT, timeout=60) == 0
+
+
+def test_worker_logs_one_logfmt_line_per_event_with_the_job_id(config, redis, media_server):
+    from app.jobs import enqueue_transcription
+    from app.services import Services
+    from app.settings import Settings
+    from app.validation import parse_submit
+
+    svc = Services.from_settings(Settings.load())
+    user, _ = svc.users.create("logs@example.com", "pro")
+    ok = enqueue_transcription(svc.queues["express"], parse_submit({"youtube_url": media_server.url("fox.m4a")},
+                                                                   svc.settings), user, svc.settings, "2026-01")
+    bad = enqueue_transcription(svc.queues["express"], parse_submit({"youtube_url": media_server.url("no.webm")},
+                                                                    svc.settings), user, svc.settings, "2026-01")
+    result = subprocess.run([ytcaption_command(), "worker", "express", "--burst"], capture_output=True, text=True,
+                            timeout=180)
+    lines = result.stderr.splitlines() + result.stdout.splitlines()
+    assert lines and all(line.startswith("time=") for line in lines), [l for l in lines if not l.startswith("time=")]
+    for job in (ok, bad):
+        mine = [line for line in lines if f"job_id={job.id}" in line]
+        assert any("logger=workers.jobs" in line and "msg=started" in line for line in mine)
+    assert any("msg=transcribed" in line and "logger=workers.engine_host" in line for line in lines
+               if f"job_id={ok.id}" in line)
+    assert all(f"job_id={ok.id}" in line for line in lines if "logger=workers.jobs" in line and "fox.m4a" in line)

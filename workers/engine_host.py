@@ -32,6 +32,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
 from app.errors import EngineUnavailable, JobError, job_error
+from app.logs import configure_logging
 from app.settings import Settings
 from workers.engines import (
     DurationCallback,
@@ -42,7 +43,7 @@ from workers.engines import (
     create_engine,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("workers.engine_host")  # also when run as __main__
 
 
 class RemoteEngine:
@@ -77,7 +78,7 @@ class RemoteEngine:
     ) -> Transcript:
         with self._connect() as conn:
             conn.send({"op": "transcribe", "path": path, "language": language, "model": model,
-                       "max_duration": max_duration})
+                       "max_duration": max_duration, "job_id": os.environ.get("RQ_JOB_ID")})
             segments: list[Segment] = []
             while True:
                 try:
@@ -199,6 +200,7 @@ def serve(address: str, parent_pid: int, settings: Settings) -> None:
 
 
 def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
+    request: dict = {}
     try:
         request = conn.recv()
         if request.get("op") == "ping":
@@ -210,6 +212,9 @@ def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
             conn.send({"event": "segment", "start": segment.start, "end": segment.end,
                        "text": segment.text, "fraction": fraction})
 
+        job = {"job_id": request.get("job_id")}  # on every log line about this request
+        started = time.perf_counter()
+        log.info("transcribing", extra={**job, "model": request["model"]})
         try:
             transcript = engine.transcribe(
                 request["path"], language=request["language"], model=request["model"],
@@ -217,18 +222,22 @@ def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
                 on_duration=lambda duration: conn.send({"event": "duration", "duration": duration}),
             )
         except JobError as exc:
+            log.info("transcription refused", extra={**job, "error": exc.code})
             conn.send({"event": "error", "type": exc.code, "message": exc.message})
             return
         except (OSError, EOFError):
             raise
         except Exception as exc:  # report, keep serving: one bad file must not kill the host
-            log.exception("transcription of %s failed", request.get("path"))
+            log.exception("transcription failed", extra=job)
             conn.send({"event": "error", "type": "engine_error", "message": f"{exc.__class__.__name__}: {exc}"})
             return
+        log.info("transcribed", extra={**job, "audio_seconds": round(transcript.duration, 1),
+                                       "seconds": round(time.perf_counter() - started, 2),
+                                       "segments": len(transcript.segments)})
         conn.send({"event": "done", "language": transcript.language, "duration": transcript.duration,
                    "model": transcript.model, "model_load_seconds": transcript.model_load_seconds})
     except (OSError, EOFError):
-        log.info("client went away; transcription abandoned")
+        log.info("client went away; transcription abandoned", extra={"job_id": request.get("job_id")})
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -245,8 +254,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 def main() -> None:
     address, parent_pid = sys.argv[1], int(sys.argv[2])
     settings = Settings.load()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s engine-host[%(process)d] %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         serve(address, parent_pid, settings)
     except JobError as exc:  # the default model cannot be loaded: say so and stop

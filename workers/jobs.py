@@ -7,6 +7,7 @@ and message are put in ``job.meta["error"]`` for the status endpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import signal
@@ -29,6 +30,8 @@ from app.transcripts import TranscriptStore
 from app.urls import parse_video_url
 from workers import engines
 from workers.download import fetch_audio
+
+log = logging.getLogger(__name__)
 
 # Share of the progress bar each stage fills: download 0-20, transcription 20-95, storing 95-100.
 DOWNLOAD_END = 20
@@ -117,6 +120,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
                 max_duration) -> dict[str, Any]:
     progress = Progress(job)
     progress.update("starting", 0)
+    log.info("started", extra={"url": url, "attempt": job.meta.get("attempt"), "model": model})
     # The allowlist may have changed since the job was accepted: check the URL again.
     parse_video_url(url, settings.allowed_url_hosts)
 
@@ -131,6 +135,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
             on_duration=lambda duration: extend_timeout(job, settings, duration),
         )
         timings["download"] = time.perf_counter() - started
+        log.info("downloaded", extra={"seconds": round(timings["download"], 2), "file": media.path.name})
 
         progress.update("transcribing", DOWNLOAD_END)
         started = time.perf_counter()
@@ -163,6 +168,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "created_at": time.time(),
     })
     timings["store"] = time.perf_counter() - started
+    log.info("stored transcript", extra={"segments": len(transcript.segments), "language": transcript.language})
     return {
         "transcription_id": transcription_id,
         "processing_time": round(sum(value for key, value in timings.items() if key != "queued"), 3),

@@ -1,0 +1,45 @@
+"""rq-dashboard at ``/rq``, inside the API, for admins only.
+
+It replaces Flower. The browser signs in with HTTP Basic auth: any user name, an admin's API key
+as the password (an ``Authorization: Bearer <admin key>`` header works too). Everyone else gets
+401. rq-dashboard reads the same Redis as the API, with RQ's default serializer, like every
+ytcaption process.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from app.errors import Unauthorized
+from app.services import services
+
+PREFIX = "/rq"
+
+
+class DashboardUnauthorized(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("The dashboard needs an admin: sign in with any user name and an admin API key.")
+        self.headers = {"WWW-Authenticate": 'Basic realm="ytcaption dashboard"'}
+
+
+def init_app(app: Flask, redis_url: str) -> None:
+    import rq_dashboard
+    from rq_dashboard.web import setup_rq_connection
+
+    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
+    setup_rq_connection(app)  # rq-dashboard 0.9 does this only in its own CLI
+
+    @app.before_request
+    def _admins_only():
+        if request.blueprint != rq_dashboard.blueprint.name:
+            return None
+        if request.authorization and request.authorization.type == "basic":
+            api_key = request.authorization.password or ""
+        else:
+            scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
+            api_key = api_key if scheme.lower() == "bearer" else ""
+        found = services().users.authenticate(api_key.strip()) if api_key else None
+        if found is None or not found[0].is_admin:
+            raise DashboardUnauthorized()
+        return None

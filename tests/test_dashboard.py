@@ -1,0 +1,87 @@
+"""rq-dashboard at /rq: admins only, same Redis, and it renders in a real (headless) Chromium."""
+
+import base64
+import os
+import shutil
+
+import pytest
+
+from app.redis_server import free_port
+from tests.helpers import start_api, status, stop_process, submit
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def basic(password: str, user: str = "admin") -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def admin_key(services):
+    return services.users.create("root@example.com", "free", role="admin")[1]
+
+
+def test_dashboard_needs_admin_credentials(client, make_user, admin_key):
+    user_key = make_user("enterprise")[1]["Authorization"].split()[1]
+    for headers in ({}, basic("wrong"), basic(user_key), {"Authorization": f"Bearer {user_key}"}):
+        response = client.get("/rq/", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+        assert response.get_json()["error"] == "unauthorized"
+    assert client.get("/rq/0/data/queues.json").status_code == 401
+    assert client.get("/rq/", headers=basic(admin_key)).status_code == 200
+    assert client.get("/rq/", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+
+
+def test_dashboard_json_lists_the_queues_and_a_finished_job(client, make_user, admin_key, media_server,
+                                                           run_worker):
+    _, headers = make_user("pro")
+    job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+    submit(client, make_user("free")[1], media_server.url("fox.m4a"))
+    client.post("/api/v1/transcribe/async/batch", headers=headers,
+                json={"videos": [{"youtube_url": media_server.url("fox.m4a")}]})
+    run_worker(["express"])
+    assert status(client, headers, job_id)["status"] == "completed"
+
+    queues = client.get("/rq/0/data/queues.json", headers=basic(admin_key)).get_json()["queues"]
+    assert {"express", "standard", "batch"} <= {queue["name"] for queue in queues}
+    finished = client.get("/rq/0/data/jobs/express/finished/10/asc/1.json", headers=basic(admin_key)).get_json()
+    assert [job["id"] for job in finished["jobs"]] == [job_id]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_dashboard_renders_the_queues_in_headless_chromium(config, services, admin_key, media_server, make_user):
+    from playwright.sync_api import sync_playwright
+
+    from app import create_app
+
+    client = create_app(config).test_client()
+    for tier in ("pro", "free"):  # a job on express, one on standard, one on batch
+        client.post("/api/v1/transcribe/async/submit", headers=make_user(tier)[1],
+                    json={"youtube_url": media_server.url("fox.m4a")})
+    client.post("/api/v1/transcribe/async/batch", headers=make_user("pro")[1],
+                json={"videos": [{"youtube_url": media_server.url("fox.m4a")}]})
+    port = free_port()
+    api = start_api(port)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            try:
+                anonymous = browser.new_context()
+                assert anonymous.request.get(f"http://127.0.0.1:{port}/rq/").status == 401
+                context = browser.new_context(http_credentials={"username": "admin", "password": admin_key})
+                page = context.new_page()
+                assert page.goto(f"http://127.0.0.1:{port}/rq/").status == 200
+                page.wait_for_selector("text=express", timeout=15_000)
+                body = page.inner_text("body")
+                for queue in ("express", "standard", "batch"):
+                    assert queue in body
+                page.screenshot(path=str(config["WORK_DIR"]) + "-dashboard.png")
+            finally:
+                browser.close()
+    finally:
+        stop_process(api)
