@@ -26,15 +26,19 @@ def _limit_body():
 bp.after_request(add_response_headers)
 
 
+def _json_body(example: str):
+    payload = request.get_json(force=True, silent=True)
+    if payload is None:
+        raise InvalidJSON(f"The request body must be a JSON object, e.g. {example}.")
+    return payload
+
+
 @bp.post("/transcribe/async/submit")
 @authenticated
 def submit():
     """Accept a video for transcription; answer at once with the job id."""
-    payload = request.get_json(force=True, silent=True)
-    if payload is None:
-        raise InvalidJSON("The request body must be a JSON object, e.g. {\"youtube_url\": \"...\"}.")
     svc = services()
-    transcription = parse_submit(payload, svc.settings)
+    transcription = parse_submit(_json_body('{"youtube_url": "..."}'), svc.settings)
     user = current_user()
     queue = svc.queues[queue_for_tier(user.tier)]
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -90,12 +94,9 @@ def transcription(transcription_id: str):
 @authenticated
 def submit_batch():
     """Accept several videos; each becomes its own job on the batch queue."""
-    payload = request.get_json(force=True, silent=True)
-    if payload is None:
-        raise InvalidJSON("The request body must be a JSON object, e.g. {\"videos\": [{\"youtube_url\": \"...\"}]}.")
     svc = services()
     user = current_user()
-    requests = batch.parse_batch(payload, svc.settings, user)
+    requests = batch.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
     submitted = batch.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
     record = submitted["record"]
     status_url = url_for("api.batch_status", batch_id=record["batch_id"])

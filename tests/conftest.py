@@ -188,6 +188,18 @@ def services(app):
 
 
 @pytest.fixture
+def make_client(config, monkeypatch):
+    """A test client whose settings (and the workers' environment) include ``overrides``."""
+
+    def make(**overrides: str):
+        for key, value in overrides.items():
+            monkeypatch.setenv(key, value)
+        return create_app({**config, **overrides}).test_client()
+
+    return make
+
+
+@pytest.fixture
 def make_user(services):
     """Create a user; return ``(user, headers)`` with its bearer token."""
     counter = iter(range(1_000_000))

@@ -69,3 +69,18 @@ def test_tier_role_and_quota_are_changed_and_usage_shown(config, redis):
     assert "0 of 2000 jobs used, 2000 left" in usage
     assert run("users", "set", "nobody@example.com", "--tier", "pro").returncode == 1
     assert run("users", "set", "lee@example.com", "--quota", "lots").returncode == 2
+
+
+def test_health_checks_for_worker_and_scheduler(config, redis):
+    from scheduler.registration import build_scheduler, register
+    from tests.helpers import start_worker, stop_process
+
+    assert run("check", "worker").returncode == 1
+    assert run("check", "scheduler").returncode == 1
+    worker = start_worker(redis)
+    try:
+        assert run("check", "worker").returncode == 0
+    finally:
+        stop_process(worker)
+    register(build_scheduler(redis))
+    assert run("check", "scheduler").returncode == 0

@@ -80,3 +80,14 @@ def test_honcho_accepts_the_procfile():
     result = subprocess.run([str(honcho), "check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Valid procfile detected (web, worker_express, worker, scheduler)" in result.stderr + result.stdout
+
+
+def test_every_compose_service_has_a_healthcheck_that_exists():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert set(services) == {"redis", "api", "worker-express", "worker-standard", "scheduler"}
+    assert services["worker-standard"]["deploy"]["replicas"] == 2
+    for name, service in services.items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+        if test[1] == "ytcaption":
+            assert test[2] in cli.commands and CliRunner().invoke(cli, [test[2], "--help"]).exit_code == 0

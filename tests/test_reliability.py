@@ -27,18 +27,6 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def make_client(config, monkeypatch):
-    """A test client whose settings (and the workers' environment) include ``overrides``."""
-
-    def make(**overrides: str):
-        for key, value in overrides.items():
-            monkeypatch.setenv(key, value)
-        return create_app({**config, **overrides}).test_client()
-
-    return make
-
-
 def user_headers(client, tier="pro", email="rel@example.com") -> dict:
     _, key = client.application.extensions["ytcaption"].users.create(email, tier)
     return {"Authorization": f"Bearer {key}"}

@@ -9,22 +9,12 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from app import create_app, urls
+from app import urls
 from app.quota import period_of
 from app.redis_server import free_port
 from tests.helpers import http, start_api, status, stop_process, submit
 
 YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
-
-
-@pytest.fixture
-def make_client(config, monkeypatch):
-    def make(**overrides: str):
-        for key, value in overrides.items():
-            monkeypatch.setenv(key, value)
-        return create_app({**config, **overrides}).test_client()
-
-    return make
 
 
 def new_user(client, tier="free", email="u@example.com", **kwargs):
