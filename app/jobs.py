@@ -267,10 +267,15 @@ def cancel_job(connection: Redis, job: Job) -> str:
 
     # The flag first: a worker that dequeues the job from now on sees it before doing any work.
     connection.set(_CANCEL.format(job.id), 1, ex=max(job.timeout or 0, 86400))
-    if status == "pending" and connection.lrem(Queue(job.origin, connection=connection).key, 0, job.id):
-        # Removed from the queue list atomically, so no worker has it: safe to cancel.
+    queue = Queue(job.origin, connection=connection)
+    # Taken off the queue list, or off the retry schedule, atomically: no worker can have it.
+    waiting = status == "pending" and (connection.lrem(queue.key, 0, job.id)
+                                       or connection.zrem(queue.scheduled_job_registry.key, job.id))
+    if waiting:
+        never_ran = "attempt" not in job.meta
         job.cancel()
-        refund(connection, job)  # it never started: its quota unit comes back
+        if never_ran:
+            refund(connection, job)  # it never started: its quota unit comes back
         record_completed(connection, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"
     try:

@@ -186,3 +186,14 @@ def test_duration_in_the_metadata_is_checked_before_downloading(client, pro, med
     body = status(client, pro, job_id)
     assert body["error"]["type"] == "video_too_long"
     assert body["error"]["message"] == "The video lasts 14400 s; the limit is 10800 s."
+
+
+def test_a_job_waiting_for_its_retry_can_be_cancelled(client, pro, media_server, run_worker, services):
+    url = media_server.add("empty-again.webm", b"")  # fails transiently: waits for a retry
+    job_id = submit(client, pro, url).get_json()["job_id"]
+    run_worker()
+    assert status(client, pro, job_id)["stage"] == "waiting_retry"
+    response = client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=pro)
+    assert (response.status_code, response.get_json()["status"]) == (200, "cancelled")
+    assert status(client, pro, job_id)["status"] == "cancelled"
+    assert services.queues["express"].scheduled_job_registry.count == 0
