@@ -1,4 +1,4 @@
-"""The HTTP API: submit, status, cancel, transcript."""
+"""The HTTP API: submit, status, cancel, transcripts, batches, the caller's account, admin listing."""
 
 from __future__ import annotations
 

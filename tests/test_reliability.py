@@ -274,3 +274,20 @@ def test_api_and_worker_ride_out_a_redis_restart(tmp_path, config, media_server,
         stop_process(worker)
         stop_process(api)
         server.stop()
+
+
+def test_a_second_sigterm_hands_the_job_back_at_once(make_client, media_server, redis, services):
+    client = make_client(WORKER_SHUTDOWN_GRACE="60")
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.5)).get_json()["job_id"]
+    wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="start")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(1.5)  # RQ ignores a second signal within a second of the first
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    print(f"worker exited {time.monotonic() - signalled:.1f} s after the second SIGTERM")
+    body = status(client, headers, job_id)
+    assert (body["status"], body["position"], body["attempt"]) == ("pending", 0, 1)
+    assert services.queues["express"].started_job_registry.count == 0

@@ -107,10 +107,15 @@ class TranscriptionWorker(Worker):
         super().request_stop(signum, frame)
 
     def request_force_stop(self, signum, frame) -> None:
-        """A second signal: hand the job back now."""
-        job_id = self._running_job_id()
-        if job_id:
-            self._hand_back(job_id)
+        """A second signal: hand the job back now, then exit."""
+        execution = next(iter(self.executions.values()), None)
+        if execution is not None and self.horse_pid:
+            self.kill_horse()
+            self.wait_for_horse()
+            job = Job.fetch(execution.job_id, connection=self.connection)
+            # RQ's cold shutdown exits without recording the killed horse: requeue the job here.
+            self._requeue_at_front(job, Queue(job.origin, connection=self.connection), execution)
+            self._horse_pid = 0
         super().request_force_stop(signum, frame)
 
     def _running_job_id(self) -> str | None:
@@ -137,8 +142,11 @@ class TranscriptionWorker(Worker):
             if final and not stopped:
                 refund(self.connection, job)  # failed for good: the quota unit comes back
             return
-        # Handed back on shutdown: requeue at the front, without using up an attempt.
         self._hand_back_job_id = None
+        self._requeue_at_front(job, queue, execution)
+
+    def _requeue_at_front(self, job: Job, queue: Queue, execution) -> None:
+        """Handed back on shutdown: requeue at the front, without using up an attempt."""
         job.meta.update(stage="queued", progress=0)
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
