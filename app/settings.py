@@ -86,6 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WHISPER_DEVICE", _choice("cpu", "cuda", "auto"), "cpu", "Device for the engine."),
     Setting("WHISPER_COMPUTE_TYPE", str, "int8", "CTranslate2 compute type (int8, int8_float16, float16, float32…)."),
     Setting("WHISPER_BEAM_SIZE", _positive_int, "5", "Beam size for decoding."),
+    Setting("WHISPER_CPU_THREADS", _non_negative_int, "0",
+            "CPU threads per transcription; 0: CTranslate2's default (every core)."),
+    Setting("WHISPER_VAD_FILTER", _choice("true", "false"), "false",
+            "Skip silence with faster-whisper's built-in voice activity detection (Silero VAD)."),
+    Setting("WHISPER_MODEL_CACHE", _positive_int, "2", "Models a worker keeps loaded (least recently used leave)."),
     Setting("ALLOWED_URL_HOSTS", _lower_csv, "",
             "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own hosts."),
     Setting("MAX_VIDEO_DURATION", _positive_int, "10800",
@@ -139,6 +144,9 @@ class Settings:
     whisper_device: str
     whisper_compute_type: str
     whisper_beam_size: int
+    whisper_cpu_threads: int
+    whisper_vad_filter: bool
+    whisper_model_cache: int
     allowed_url_hosts: tuple[str, ...]
     max_video_duration: int
     max_video_duration_free: int
@@ -181,6 +189,9 @@ class Settings:
             whisper_device=values["WHISPER_DEVICE"],
             whisper_compute_type=values["WHISPER_COMPUTE_TYPE"],
             whisper_beam_size=values["WHISPER_BEAM_SIZE"],
+            whisper_cpu_threads=values["WHISPER_CPU_THREADS"],
+            whisper_vad_filter=values["WHISPER_VAD_FILTER"] == "true",
+            whisper_model_cache=values["WHISPER_MODEL_CACHE"],
             allowed_url_hosts=values["ALLOWED_URL_HOSTS"],
             max_video_duration=values["MAX_VIDEO_DURATION"],
             max_video_duration_free=min(values["MAX_VIDEO_DURATION_FREE"], values["MAX_VIDEO_DURATION"]),

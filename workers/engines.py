@@ -86,9 +86,9 @@ def resolve_model(name: str, settings: Settings) -> str:
 class FasterWhisperEngine:
     """faster-whisper (CTranslate2) with a small LRU cache of loaded models."""
 
-    def __init__(self, settings: Settings, cache_size: int = 2) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cache_size = cache_size
+        self.cache_size = settings.whisper_model_cache
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -107,6 +107,7 @@ class FasterWhisperEngine:
                     target,
                     device=self.settings.whisper_device,
                     compute_type=self.settings.whisper_compute_type,
+                    cpu_threads=self.settings.whisper_cpu_threads,
                     local_files_only=False,
                 )
             except Exception as exc:  # faster-whisper raises many kinds for a model it cannot load
@@ -138,7 +139,8 @@ class FasterWhisperEngine:
                     raise NoAudio()
                 # Checked before decoding: decoding a very long file would need a lot of memory.
                 _check_duration((container.duration or 0) / av.time_base, max_duration)
-            segments, info = whisper.transcribe(path, language=language, beam_size=self.settings.whisper_beam_size)
+            segments, info = whisper.transcribe(path, language=language, beam_size=self.settings.whisper_beam_size,
+                                                vad_filter=self.settings.whisper_vad_filter)
         except (av.error.FFmpegError, IndexError) as exc:
             raise UndecodableMedia(f"The media could not be decoded as audio: {exc}") from exc
         duration = float(info.duration)
