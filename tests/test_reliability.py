@@ -27,6 +27,13 @@ from tests.helpers import (
 )
 
 
+def start_long_job(client, headers, media_server, delay: float) -> str:
+    """Submit the lecture trickled at ``delay`` s per 4 KiB and wait until it is downloading."""
+    job_id = submit(client, headers, media_server.url("lecture.webm", delay=delay)).get_json()["job_id"]
+    wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="the download")
+    return job_id
+
+
 def user_headers(client, tier="pro", email="rel@example.com") -> dict:
     _, key = client.application.extensions["ytcaption"].users.create(email, tier)
     return {"Authorization": f"Bearer {key}"}
@@ -76,8 +83,7 @@ def test_a_job_whose_work_horse_is_killed_is_run_again(make_client, media_server
     headers = user_headers(client)
     worker = start_worker(redis)
     try:
-        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
-        wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
+        job_id = start_long_job(client, headers, media_server, delay=0.3)
         horse = wait_for(lambda: horse_of(worker.pid), message="the work horse")
         os.kill(horse, signal.SIGKILL)
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=120,
@@ -95,8 +101,7 @@ def test_a_job_whose_whole_worker_dies_is_run_by_another_worker(make_client, med
     doomed = start_worker(redis)
     survivor = None
     try:
-        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
-        wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
+        job_id = start_long_job(client, headers, media_server, delay=0.3)
         survivor = start_worker(redis, expect=2)
         killed_at = time.monotonic()
         for pid in [doomed.pid, *children(doomed.pid)]:
@@ -149,8 +154,7 @@ def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, me
     client = make_client(WORKER_SHUTDOWN_GRACE="1")
     headers = user_headers(client)
     worker = start_worker(redis)
-    long_job = submit(client, headers, media_server.url("lecture.webm", delay=0.5)).get_json()["job_id"]
-    wait_for(lambda: status(client, headers, long_job)["stage"] == "downloading", timeout=60, message="start")
+    long_job = start_long_job(client, headers, media_server, delay=0.5)
     later_job = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
     signalled = time.monotonic()
     assert stop_process(worker, signal.SIGTERM, timeout=30) == 0
@@ -280,8 +284,7 @@ def test_a_second_sigterm_hands_the_job_back_at_once(make_client, media_server, 
     client = make_client(WORKER_SHUTDOWN_GRACE="60")
     headers = user_headers(client)
     worker = start_worker(redis)
-    job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.5)).get_json()["job_id"]
-    wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="start")
+    job_id = start_long_job(client, headers, media_server, delay=0.5)
     worker.send_signal(signal.SIGTERM)
     time.sleep(1.5)  # RQ ignores a second signal within a second of the first
     signalled = time.monotonic()
