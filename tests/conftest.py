@@ -23,6 +23,7 @@ from app.jobs import QUEUE_NAMES
 from app.redis_server import RedisServer, free_port
 from app.settings import Settings
 from workers import engines
+from workers.download import warm_up
 from workers.engine_host import EngineHost
 from workers.worker import build_worker
 
@@ -217,6 +218,7 @@ def make_user(services):
 @pytest.fixture(scope="session")
 def engine_host():
     """One engine host (the real model) for the whole session, used by in-process workers."""
+    warm_up()  # as `ytcaption worker` does before it forks horses
     host = EngineHost(Settings.load())
     host.start()
     engines.use(host.client)

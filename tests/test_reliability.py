@@ -181,18 +181,18 @@ def test_the_timeout_floor_stops_a_hung_download(make_client, media_server, run_
 
 
 def test_the_timeout_grows_with_the_videos_duration(make_client, media_server, run_worker, redis):
-    """Floor 2 s and a 4 s download, but the metadata says 20 s: the job gets 2 + 1.0 × 20 s,
-    then 2 + 1.0 × 24 s once the decoded audio turns out to last 24 s."""
-    client = make_client(JOB_TIMEOUT_FLOOR="2", JOB_TIMEOUT_FACTOR="1.0")
+    """Floor 3 s and a 5 s download, but the metadata says 20 s: the job gets 3 + 1.0 × 20 s,
+    then 3 + 1.0 × 24 s once the decoded audio turns out to last 24 s."""
+    client = make_client(JOB_TIMEOUT_FLOOR="3", JOB_TIMEOUT_FACTOR="1.0")
     headers = user_headers(client)
     page = f"""<html><head><title>Talk</title><script type="application/ld+json">
     {{"@context": "https://schema.org", "@type": "VideoObject", "name": "Talk",
-      "contentUrl": "{media_server.url('lecture.webm', delay=0.3)}", "duration": "PT20S"}}
+      "contentUrl": "{media_server.url('lecture.webm', delay=0.4)}", "duration": "PT20S"}}
     </script></head><body></body></html>"""
     job_id = submit(client, headers, media_server.add("timed.html", page.encode())).get_json()["job_id"]
     run_worker()
     assert status(client, headers, job_id)["status"] == "completed"
-    assert Job.fetch(job_id, connection=redis).timeout == 26
+    assert Job.fetch(job_id, connection=redis).timeout == 27
 
 
 @pytest.mark.parametrize("setting, value, same_host", [

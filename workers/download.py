@@ -115,6 +115,22 @@ def fetch_audio(
         return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
 
 
+def warm_up() -> None:
+    """Do once, in the worker before it forks, what each work horse would otherwise redo.
+
+    yt-dlp compiles the URL patterns of its ~1,800 extractors to find the one for a URL, and
+    imports that extractor, on first use in a process: about 0.7 s measured here, paid by every
+    forked horse. Done in the parent, the horses inherit the compiled patterns.
+    """
+    from yt_dlp.extractor import gen_extractor_classes
+
+    for extractor in gen_extractor_classes():
+        extractor.suitable("https://www.youtube.com/watch?v=aaaaaaaaaaa")
+    with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
+        for key in ("Youtube", "Generic"):
+            ydl.get_info_extractor(key)
+
+
 def _policy_guard(allowed_hosts: Iterable[str]) -> Callable[[str], None]:
     def guard(target: str) -> None:
         try:

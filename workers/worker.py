@@ -33,6 +33,7 @@ from app.quota import refund
 from app.stats import record_completed, task_name
 from app.settings import Settings
 from workers import engines
+from workers.download import warm_up
 from workers.engine_host import EngineHost
 from workers.jobs import job_work_dir
 
@@ -131,6 +132,8 @@ class TranscriptionWorker(Worker):
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
                            execution=None) -> None:
+        # Before the failure (or cancel) is visible: a job that shows as ended has no temp files.
+        shutil.rmtree(job_work_dir(self.settings.work_dir, job.id), ignore_errors=True)
         if job.id != self._hand_back_job_id:
             stopped = self._stopped_job_id == job.id  # cancelled while running: no refund
             final = stopped or not job.should_retry
@@ -194,6 +197,7 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     signal.signal(signal.SIGTERM, stop_before_work)
     host = EngineHost(settings)
     try:
+        warm_up()
         host.start()
         engines.use(host.client)
         pause = 1.0
