@@ -88,8 +88,8 @@ def fetch_owned_batch(connection: Redis, batch_id: str, user: User) -> dict[str,
 def describe_batch(connection: Redis, record: dict[str, Any]) -> dict[str, Any]:
     """Overall status and progress, and each video's status (and result or error)."""
     videos = []
-    for index, job_id in enumerate(record["job_ids"]):
-        job = Job.fetch_many([job_id], connection=connection)[0]
+    jobs = Job.fetch_many(record["job_ids"], connection=connection)  # one round trip for all
+    for index, (job_id, job) in enumerate(zip(record["job_ids"], jobs)):
         if job is None:  # its record expired
             videos.append({"index": index, "job_id": job_id, "status": "expired", "progress": 100})
             continue

@@ -45,11 +45,6 @@ FIXTURE_TEXT = {
 }
 
 
-def environ(**extra: str) -> dict[str, str]:
-    """The test process's environment plus ``extra``, for subprocesses."""
-    return {**os.environ, **extra}
-
-
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
