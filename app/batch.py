@@ -59,20 +59,15 @@ def parse_batch(payload: Any, settings: Settings, user: User) -> list[Transcript
 def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User, settings: Settings,
                  ledger: QuotaLedger) -> dict[str, Any]:
     """Charge one quota unit per video (all or none) and enqueue one job per video, atomically."""
-    quota = ledger.charge(user, len(requests))
     batch_id = uuid.uuid4().hex
-    try:
-        with queue.connection.pipeline() as pipe:
-            jobs = [enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe,
-                                          extra_meta={"batch_id": batch_id, "batch_index": index})
-                    for index, request in enumerate(requests)]
-            record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
-                      "created_at": time.time()}
-            pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
-            pipe.execute()
-    except BaseException:
-        ledger.uncharge(user.id, quota.period, len(requests))
-        raise
+    with ledger.charged(user, len(requests)) as quota, queue.connection.pipeline() as pipe:
+        jobs = [enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe,
+                                      extra_meta={"batch_id": batch_id, "batch_index": index})
+                for index, request in enumerate(requests)]
+        record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
+                  "created_at": time.time()}
+        pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
+        pipe.execute()
     record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
     return {"record": record, "quota": quota}
 

@@ -122,12 +122,8 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
         QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
     """
     if idempotency_key is None:
-        quota = ledger.charge(user)
-        try:
+        with ledger.charged(user) as quota:
             job = enqueue_transcription(queue, request, user, settings, quota.period)
-        except BaseException:
-            ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
-            raise
         record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO))
         return Submission(job, quota)
 
@@ -151,19 +147,17 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     return Submission(job, ledger.usage(user), replayed=True)
                 except NoSuchJobError:
                     pass  # the job record expired: accept the request anew
-            quota = ledger.charge(user)
             try:
-                pipe.multi()
-                job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
-                pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
-                pipe.execute()
-                record_submitted(connection, queue.name, task_name(TRANSCRIBE_VIDEO))
-                return Submission(job, quota)
-            except BaseException as exc:
-                ledger.uncharge(user.id, quota.period)  # not enqueued: not charged
-                if not isinstance(exc, WatchError):
-                    raise
-                # another request claimed the key meanwhile: look again (and replay its job)
+                with ledger.charged(user) as quota:
+                    pipe.multi()
+                    job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+                    pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}),
+                             ex=settings.result_ttl)
+                    pipe.execute()
+            except WatchError:
+                continue  # another request claimed the key meanwhile: look again (and replay its job)
+            record_submitted(connection, queue.name, task_name(TRANSCRIBE_VIDEO))
+            return Submission(job, quota)
 
 
 def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:

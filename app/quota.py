@@ -7,6 +7,8 @@ zero by itself: nothing has to reset it, and a missed reset cannot matter.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -117,6 +119,17 @@ class QuotaLedger:
                 f"it resets at {quota.to_dict()['resets_at']}.",
                 headers=quota.headers(), details={"quota": quota.to_dict()})
         return quota
+
+    @contextmanager
+    def charged(self, user: User, jobs: int = 1) -> Iterator[Quota]:
+        """Charge ``jobs`` for the block that enqueues them; if it raises, nothing was enqueued,
+        so the charge is undone."""
+        quota = self.charge(user, jobs)
+        try:
+            yield quota
+        except BaseException:
+            self.uncharge(user.id, quota.period, jobs)
+            raise
 
     def uncharge(self, user_id: str, period: str, jobs: int = 1) -> None:
         """Undo a charge whose jobs were never enqueued."""

@@ -233,3 +233,5 @@ def test_concurrent_retries_with_one_idempotency_key_enqueue_one_job(config, mak
         job_ids = set(pool.map(send, range(20)))
     assert len(job_ids) == 1
     assert services.queues["express"].count == 1
+    user = services.users.authenticate(headers["Authorization"].split()[1])[0]
+    assert services.quota.usage(user).used == 1  # the losers of the race were uncharged
