@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import wraps
 
 from flask import g, request
@@ -20,11 +21,14 @@ def authenticated(view):
         if scheme.lower() != "bearer" or not api_key.strip():
             raise Unauthorized()
         svc = services()
-        found = svc.users.authenticate(api_key.strip())
+        now = time.time()
+        # One round trip: the key, its user, and this request counted against the key's rate.
+        found = svc.users.authenticate(api_key.strip(), counter_prefix=svc.rate_limiter.window(now),
+                                       counter_ttl=svc.rate_limiter.counter_ttl)
         if found is None:
             raise Unauthorized("The API key is not valid (or was revoked).")
-        g.user, key_id = found
-        g.response_headers = svc.rate_limiter.hit(g.user, key_id)
+        g.user = found.user
+        g.response_headers = svc.rate_limiter.check(found.user, found.requests, now)
         return view(*args, **kwargs)
 
     return wrapper

@@ -67,8 +67,8 @@ def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User,
         record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
                   "created_at": time.time()}
         pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
+        record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
         pipe.execute()
-    record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
     return {"record": record, "quota": quota}
 
 

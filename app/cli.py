@@ -57,16 +57,30 @@ def up(host: str) -> None:
 @cli.command()
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs (per process with --no-fork).")
 @click.option("--name", help="Worker name (default: RQ's, unique per process).")
+@click.option("--no-fork", is_flag=True,
+              help="Run jobs inside long-lived worker processes that hold the model (no fork per job; GPU).")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --no-fork: how many worker processes to supervise.")
 @_friendly_errors
-def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str | None) -> None:
+def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str | None, no_fork: bool,
+           processes: int) -> None:
     """Work on QUEUES in priority order (default: express standard batch)."""
     unknown = [queue for queue in queues if queue not in QUEUE_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}",
                                  param_hint="QUEUES")
-    from workers.worker import run  # the worker side is imported only here
+    if processes > 1 and not no_fork:
+        raise click.BadParameter("needs --no-fork (run several `ytcaption worker` for more forking workers)",
+                                 param_hint="--processes")
+    # The worker side is imported only here.
+    if no_fork:
+        from workers.pool import run as run_pool
+
+        run_pool(_settings(), queues or QUEUE_NAMES, processes=processes, burst=burst, max_jobs=max_jobs, name=name)
+        return
+    from workers.worker import run
 
     run(_settings(), queues or QUEUE_NAMES, burst=burst, max_jobs=max_jobs, name=name)
 

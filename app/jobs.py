@@ -122,9 +122,10 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
         QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
     """
     if idempotency_key is None:
-        with ledger.charged(user) as quota:
-            job = enqueue_transcription(queue, request, user, settings, quota.period)
-        record_submitted(queue.connection, queue.name, task_name(TRANSCRIBE_VIDEO))
+        with ledger.charged(user) as quota, queue.connection.pipeline() as pipe:
+            job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+            record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
+            pipe.execute()
         return Submission(job, quota)
 
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
@@ -153,10 +154,10 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
                     pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}),
                              ex=settings.result_ttl)
+                    record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
                     pipe.execute()
             except WatchError:
                 continue  # another request claimed the key meanwhile: look again (and replay its job)
-            record_submitted(connection, queue.name, task_name(TRANSCRIBE_VIDEO))
             return Submission(job, quota)
 
 

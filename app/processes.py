@@ -1,4 +1,4 @@
-"""Stopping child processes: SIGTERM, a grace period, then SIGKILL."""
+"""Child processes: stopping them (SIGTERM, a grace period, then SIGKILL) and reading their memory."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def terminate(processes: Iterable[subprocess.Popen | None], grace: float) -> Non
             log.warning("pid %s did not stop within %.0f s; killing it", process.pid, grace)
             process.kill()
             process.wait()
+
+
+def resident_memory_mb(pid: int) -> float:
+    """A process's resident memory in MB (Linux), 0.0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0

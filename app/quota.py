@@ -21,7 +21,7 @@ from app.users import User
 
 _USAGE = "ytcaption:usage:{}:{}"  # user id, period
 _REFUNDED = "ytcaption:refunded:{}"  # job id
-_RATE = "ytcaption:rate:{}:{}"  # key id, minute
+_RATE = "ytcaption:rate:{}:"  # minute; the key id follows (counted by UserStore.authenticate)
 _USAGE_TTL = 100 * 86400  # a period's counter outlives its month, for reports
 
 # Check and charge in one step: with 10 units left, 100 concurrent submits get exactly 10.
@@ -50,14 +50,6 @@ if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then
 """ + _UNCHARGE + """
 end
 return 0
-"""
-
-_COUNT_REQUEST = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
-return count
 """
 
 
@@ -146,18 +138,27 @@ def refund(connection: Redis, job: Job) -> bool:
 
 
 class RateLimiter:
-    """A fixed one-minute window of requests per API key."""
+    """A fixed one-minute window of requests per API key.
+
+    The request is counted in the same round trip that authenticates it
+    (``UserStore.authenticate(counter_prefix=...)``); this class names the window and judges the count.
+    """
+
+    #: Seconds a window's counters live: the minute, and one second of clock skew.
+    counter_ttl = 61
 
     def __init__(self, connection: Redis, settings: Settings) -> None:
         self.settings = settings
-        self._count = connection.register_script(_COUNT_REQUEST)
 
-    def hit(self, user: User, key_id: str) -> dict[str, str]:
-        """Count a request; return rate headers, or raise ``RateLimited`` (429 with Retry-After)."""
-        now = time.time()
+    @staticmethod
+    def window(now: float) -> str:
+        """The counter prefix of the minute ``now`` falls in."""
+        return _RATE.format(int(now // 60))
+
+    def check(self, user: User, count: int, now: float) -> dict[str, str]:
+        """Rate headers for the ``count``-th request of this minute, or ``RateLimited`` (429 with Retry-After)."""
         minute = int(now // 60)
         limit = self.settings.rate_limits[user.tier]
-        count = int(self._count(keys=[_RATE.format(key_id, minute)], args=[61]))
         reset_in = max(1, int((minute + 1) * 60 - now + 0.999))
         headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
                    "X-RateLimit-Reset": str((minute + 1) * 60)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from redis import Redis
+from redis.client import Pipeline
 
 SUBMITTED = "ytcaption:metrics:submitted"  # hash "queue|task" -> count
 COMPLETED = "ytcaption:metrics:completed"  # hash "queue|status" -> count
@@ -16,7 +17,8 @@ def task_name(func_name: str) -> str:
     return func_name.rsplit(".", 1)[-1]
 
 
-def record_submitted(connection, queue: str, task: str, count: int = 1) -> None:
+def record_submitted(connection: Redis | Pipeline, queue: str, task: str, count: int = 1) -> None:
+    """Count submitted jobs; pass the pipeline that enqueues them, so counting costs no round trip."""
     connection.hincrby(SUBMITTED, f"{queue}|{task}", count)
 
 

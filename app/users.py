@@ -16,6 +16,7 @@ import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from redis import Redis
 
@@ -32,6 +33,26 @@ _USER_KEYS = "ytcaption:user:{}:keys"
 _EMAIL_INDEX = "ytcaption:user-email:{}"
 _API_KEY = "ytcaption:api-key:{}"
 _KEY_OWNER = "ytcaption:key-owner:{}"
+
+# The submit fast path's first round trip: the key's record, its user's fields and (when a
+# counter prefix is given) the request counted against the key for the rate limit.
+_AUTHENTICATE = """
+local record = redis.call('GET', KEYS[1])
+if not record then
+  return false
+end
+local key = cjson.decode(record)
+local fields = redis.call('HGETALL', ARGV[1] .. key['user_id'])
+local count = 0
+if ARGV[2] ~= '' then
+  local counter = ARGV[2] .. key['key_id']
+  count = redis.call('INCR', counter)
+  if count == 1 then
+    redis.call('EXPIRE', counter, ARGV[3])
+  end
+end
+return {record, fields, count}
+"""
 
 
 @dataclass(frozen=True)
@@ -63,9 +84,17 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+class Authenticated(NamedTuple):
+    user: User
+    key_id: str
+    #: Requests made with this key in the rate limiter's window, this one included (0: not counted).
+    requests: int = 0
+
+
 class UserStore:
     def __init__(self, connection: Redis) -> None:
         self.connection = connection
+        self._authenticate = connection.register_script(_AUTHENTICATE)
 
     # --- users ------------------------------------------------------------------------------
 
@@ -85,13 +114,7 @@ class UserStore:
         return user, self.issue_key(user.id)
 
     def get(self, user_id: str) -> User | None:
-        fields = self.connection.hgetall(_USER.format(user_id))
-        if not fields:
-            return None
-        fields = {key.decode(): value.decode() for key, value in fields.items()}
-        quota = fields.get("quota", "")
-        return User(id=fields["id"], email=fields["email"], tier=fields["tier"], role=fields.get("role", "user"),
-                    quota=int(quota) if quota else None, created_at=float(fields["created_at"]))
+        return _user(self.connection.hgetall(_USER.format(user_id)))
 
     def find(self, id_or_email: str) -> User:
         """The user with this id or email; ``NotFound`` otherwise."""
@@ -148,19 +171,24 @@ class UserStore:
             pipe.execute()
         return ApiKey(**record)
 
-    def authenticate(self, api_key: str) -> tuple[User, str] | None:
-        """The user owning ``api_key`` and the key's id, or None."""
+    def authenticate(self, api_key: str, *, counter_prefix: str = "", counter_ttl: int = 0) -> Authenticated | None:
+        """The user owning ``api_key`` and the key's id, or None; one round trip to Redis.
+
+        With ``counter_prefix``, the request is also counted in ``<counter_prefix><key_id>``
+        (expiring after ``counter_ttl`` s), for the rate limiter.
+        """
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             return None
         digest = hash_api_key(api_key)
-        raw = self.connection.get(_API_KEY.format(digest))
-        if not raw:
+        found = self._authenticate(keys=[_API_KEY.format(digest)], args=[_USER.format(""), counter_prefix, counter_ttl])
+        if not found:
             return None
+        raw, fields, requests = found
         record = json.loads(raw)
-        if not hmac.compare_digest(record["digest"], digest):
+        user = _user(dict(zip(fields[::2], fields[1::2])))
+        if user is None or not hmac.compare_digest(record["digest"], digest):
             return None
-        user = self.get(record["user_id"])
-        return (user, record["key_id"]) if user else None
+        return Authenticated(user, record["key_id"], int(requests))
 
 
 def _check(*, tier: str, role: str, quota: int | None) -> None:
@@ -170,6 +198,15 @@ def _check(*, tier: str, role: str, quota: int | None) -> None:
         raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}.")
     if quota is not None and quota < 0:
         raise ValidationFailed("A quota is a number of jobs per month, zero or more.")
+
+
+def _user(fields: dict[bytes, bytes]) -> User | None:
+    if not fields:
+        return None
+    fields = {key.decode(): value.decode() for key, value in fields.items()}
+    quota = fields.get("quota", "")
+    return User(id=fields["id"], email=fields["email"], tier=fields["tier"], role=fields.get("role", "user"),
+                quota=int(quota) if quota else None, created_at=float(fields["created_at"]))
 
 
 def _fields(user: User) -> dict[str, str]:

@@ -28,6 +28,26 @@ def test_redis_down_gives_503_with_retry_after_and_healthz_stays_up(config, serv
     assert response.get_json()["error"] == "service_unavailable"
 
 
+def test_a_submit_takes_three_redis_round_trips(client, make_user, monkeypatch):
+    """Key + user + rate count (one script), quota charge (one script), enqueue + metrics (one pipeline)."""
+    import redis.connection
+
+    _, headers = make_user("pro")
+    assert submit(client, headers, YOUTUBE).status_code == 202  # loads the scripts once
+    sent = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    response = submit(client, headers, YOUTUBE)
+    assert response.status_code == 202
+    assert len(sent) == 3
+    assert response.headers["X-RateLimit-Remaining"] == str(int(response.headers["X-RateLimit-Limit"]) - 2)
+
+
 def test_submit_answers_202_with_job_id_and_status_url(client, make_user, redis):
     user, headers = make_user("free")
     response = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ?t=3", language="en")

@@ -16,7 +16,7 @@ def test_users_create_prints_the_key_alone_on_the_last_line(config, redis):
     result = run("users", "create", "--tier", "pro", "--email", "ann@example.com")
     assert result.returncode == 0, result.stderr
     key = result.stdout.splitlines()[-1]
-    user, _ = UserStore(redis).authenticate(key)
+    user = UserStore(redis).authenticate(key).user
     assert (user.email, user.tier) == ("ann@example.com", "pro")
     listing = run("users", "list")
     assert "ann@example.com" in listing.stdout and key not in listing.stdout

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from app.errors import EngineUnavailable, JobError, job_error
 from app.logs import configure_logging
+from app.processes import resident_memory_mb
 from app.settings import Settings
 from workers.engines import (
     DurationCallback,
@@ -147,24 +148,13 @@ class EngineHost:
                 log.warning("engine host exited with code %s; starting a new one", self.process.returncode)
             self.start()
 
-    def resident_memory_mb(self) -> float:
-        """The host's resident memory (Linux), 0.0 when it cannot be read."""
-        try:
-            with open(f"/proc/{self.process.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except (OSError, AttributeError, ValueError):
-            pass
-        return 0.0
-
     def recycle_if_worn(self, max_jobs: int, max_memory_mb: int) -> None:
         """Count one more job; restart the host after ``max_jobs`` jobs or above ``max_memory_mb``."""
         self.jobs_served += 1
         reason = None
         if max_jobs and self.jobs_served >= max_jobs:
             reason = f"{self.jobs_served} jobs"
-        elif max_memory_mb and (rss := self.resident_memory_mb()) > max_memory_mb:
+        elif max_memory_mb and (rss := resident_memory_mb(self.process.pid)) > max_memory_mb:
             reason = f"{rss:.0f} MB resident, above {max_memory_mb} MB"
         if reason and self.is_alive():
             log.info("recycling the engine host after %s", reason)

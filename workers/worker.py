@@ -44,8 +44,14 @@ HEARTBEAT_SLACK = 10
 MAINTENANCE_INTERVAL = 10
 
 
-class TranscriptionWorker(Worker):
-    def __init__(self, queues, *, settings: Settings, engine_host: EngineHost | None = None, **kwargs) -> None:
+class TranscriptionWorkerMixin:
+    """What both worker modes add to RQ: heartbeat settings, metrics, refunds, temp-dir cleanup.
+
+    Mixed into RQ's forking ``Worker`` (``TranscriptionWorker``, below) and its ``SimpleWorker``
+    (``workers.pool.InProcessWorker``, the ``--no-fork`` mode).
+    """
+
+    def __init__(self, queues, *, settings: Settings, **kwargs) -> None:
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         # An idle worker blocks on the queues for worker_ttl - 15 s and runs maintenance only
@@ -53,9 +59,58 @@ class TranscriptionWorker(Worker):
         kwargs.setdefault("worker_ttl", MAINTENANCE_INTERVAL + 15)
         super().__init__(queues, **kwargs)
         self.settings = settings
+        self._hand_back_job_id: str | None = None
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    def maintain_heartbeats(self, job: Job, execution) -> None:
+        # The job may have extended its own timeout once it learned the video's duration.
+        timeout = self.connection.hget(job.key, "timeout")
+        if timeout:
+            job.timeout = int(timeout)
+        super().maintain_heartbeats(job, execution)
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
+                           execution=None) -> None:
+        # Before the failure (or cancel) is visible: a job that shows as ended has no temp files.
+        shutil.rmtree(job_work_dir(self.settings.work_dir, job.id), ignore_errors=True)
+        if job.id != self._hand_back_job_id:
+            stopped = self._stopped_job_id == job.id  # cancelled while running: no refund
+            final = stopped or not job.should_retry
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            if final:
+                cancelled = stopped or (job.meta.get("error") or {}).get("type") == "cancelled"
+                record_completed(self.connection, queue.name, "cancelled" if cancelled else "failed",
+                                 task_name(job.func_name), _run_time(job))
+            if final and not stopped:
+                refund(self.connection, job)  # failed for good: the quota unit comes back
+            return
+        self._hand_back_job_id = None
+        self.requeue_at_front(job, queue, execution)
+
+    def requeue_at_front(self, job: Job, queue: Queue, execution) -> None:
+        """Handed back on shutdown: requeue at the front, without using up an attempt."""
+        job.meta.update(stage="queued", progress=0)
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        job.save_meta()
+        queue.enqueue_job(job, at_front=True)
+        self.log.info("Worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution) -> None:
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        record_completed(self.connection, queue.name, "finished", task_name(job.func_name), _run_time(job))
+
+
+class TranscriptionWorker(TranscriptionWorkerMixin, Worker):
+    """The default mode: RQ's forking worker, a work horse per job, the model in an engine host."""
+
+    def __init__(self, queues, *, settings: Settings, engine_host: EngineHost | None = None, **kwargs) -> None:
+        super().__init__(queues, settings=settings, **kwargs)
         self.engine_host = engine_host
         self.stop_signalled = False
-        self._hand_back_job_id: str | None = None
         self._grace_timer: threading.Timer | None = None
 
     # --- one job --------------------------------------------------------------------------
@@ -83,16 +138,6 @@ class TranscriptionWorker(Worker):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return self.job_monitoring_interval + HEARTBEAT_SLACK
-
-    def maintain_heartbeats(self, job: Job, execution) -> None:
-        # The job may have extended its own timeout once it learned the video's duration.
-        timeout = self.connection.hget(job.key, "timeout")
-        if timeout:
-            job.timeout = int(timeout)
-        super().maintain_heartbeats(job, execution)
-
     # --- shutdown ---------------------------------------------------------------------------
 
     def request_stop(self, signum, frame) -> None:
@@ -115,7 +160,7 @@ class TranscriptionWorker(Worker):
             self.wait_for_horse()
             job = Job.fetch(execution.job_id, connection=self.connection)
             # RQ's cold shutdown exits without recording the killed horse: requeue the job here.
-            self._requeue_at_front(job, Queue(job.origin, connection=self.connection), execution)
+            self.requeue_at_front(job, Queue(job.origin, connection=self.connection), execution)
             self._horse_pid = 0
         super().request_force_stop(signum, frame)
 
@@ -129,38 +174,6 @@ class TranscriptionWorker(Worker):
             self.log.warning("Worker %s: handing job %s back to its queue", self.name, job_id)
             self._hand_back_job_id = job_id
             self.kill_horse()
-
-    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
-                           execution=None) -> None:
-        # Before the failure (or cancel) is visible: a job that shows as ended has no temp files.
-        shutil.rmtree(job_work_dir(self.settings.work_dir, job.id), ignore_errors=True)
-        if job.id != self._hand_back_job_id:
-            stopped = self._stopped_job_id == job.id  # cancelled while running: no refund
-            final = stopped or not job.should_retry
-            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-            if final:
-                cancelled = stopped or (job.meta.get("error") or {}).get("type") == "cancelled"
-                record_completed(self.connection, queue.name, "cancelled" if cancelled else "failed",
-                                 task_name(job.func_name), _run_time(job))
-            if final and not stopped:
-                refund(self.connection, job)  # failed for good: the quota unit comes back
-            return
-        self._hand_back_job_id = None
-        self._requeue_at_front(job, queue, execution)
-
-    def _requeue_at_front(self, job: Job, queue: Queue, execution) -> None:
-        """Handed back on shutdown: requeue at the front, without using up an attempt."""
-        job.meta.update(stage="queued", progress=0)
-        with self.connection.pipeline() as pipeline:
-            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            pipeline.execute()
-        job.save_meta()
-        queue.enqueue_job(job, at_front=True)
-        self.log.info("Worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
-
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution) -> None:
-        super().handle_job_success(job, queue, started_job_registry, execution)
-        record_completed(self.connection, queue.name, "finished", task_name(job.func_name), _run_time(job))
 
     def teardown(self) -> None:
         if self._grace_timer is not None:
