@@ -189,3 +189,18 @@ def test_a_worker_process_is_recycled_after_engine_max_jobs(make_client, media_s
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5, message="done")
     finally:
         stop_process(pool)
+
+
+def test_worker_processes_finish_their_job_and_exit_when_the_supervisor_is_killed(make_client, media_server, redis):
+    client = make_client()
+    headers = user_headers(client)
+    pool = start_pool(redis)
+    worker = children(pool.pid)[0]
+    job_id = submit(client, headers, media_server.url("queue.webm", delay=0.1)).get_json()["job_id"]
+    wait_for(lambda: status(client, headers, job_id)["status"] == "processing", timeout=60, message="start")
+    pool.kill()
+    pool.wait()
+    wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5,
+             message="the job to finish")
+    wait_for(lambda: not alive(worker), timeout=30, message="the orphaned worker process to exit")
+    assert Worker.count(connection=redis) == 0
