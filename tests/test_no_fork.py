@@ -204,3 +204,14 @@ def test_worker_processes_finish_their_job_and_exit_when_the_supervisor_is_kille
              message="the job to finish")
     wait_for(lambda: not alive(worker), timeout=30, message="the orphaned worker process to exit")
     assert Worker.count(connection=redis) == 0
+
+
+def test_the_supervisor_shares_the_cores_among_its_processes_when_threads_are_auto(config, redis):
+    from app.settings import Settings
+    from workers.pool import Pool
+
+    cores = len(os.sched_getaffinity(0))
+    auto = Pool(redis, Settings.load({"WHISPER_CPU_THREADS": "0"}), processes=2)
+    assert auto.child_environment()["WHISPER_CPU_THREADS"] == str(max(1, cores // 2))
+    fixed = Pool(redis, Settings.load({"WHISPER_CPU_THREADS": "3"}), processes=2)
+    assert fixed.child_environment().get("WHISPER_CPU_THREADS") == os.environ.get("WHISPER_CPU_THREADS")

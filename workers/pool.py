@@ -314,11 +314,19 @@ class Pool:
         if self.max_jobs:
             command += ["--max-jobs", str(self.max_jobs)]
         # Its own process group: killing it takes down RQ's scheduler process that it may have started.
-        process = subprocess.Popen(command + self.queue_names, pass_fds=(write_fd,), start_new_session=True)
+        process = subprocess.Popen(command + self.queue_names, pass_fds=(write_fd,), start_new_session=True,
+                                   env=self.child_environment())
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self.children[slot] = _Child(name=name, process=process, status=read_fd)
         log.info("started worker process %s (pid %s)", name, process.pid)
+
+    def child_environment(self) -> dict[str, str]:
+        """Our environment, with the cores shared out when ``WHISPER_CPU_THREADS`` is 0 (auto)."""
+        env = dict(os.environ)
+        if not self.settings.whisper_cpu_threads:
+            env["WHISPER_CPU_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // self.processes))
+        return env
 
     # --- watching --------------------------------------------------------------------------------
 
