@@ -253,6 +253,7 @@ class _Child:
     job_id: str | None = None
     execution_id: str | None = None
     job_started: float = 0.0
+    timeout: float | None = None  # the job's, as last read from Redis
     stop_requested: float | None = None
     jobs_started: int = 0
     buffer: bytes = b""
@@ -355,7 +356,7 @@ class Pool:
             child.job_id, child.execution_id = event["job"], event.get("execution")
             child.jobs_started += child.job_id is not None
             child.job_started = time.monotonic()
-            child.stop_requested = None
+            child.stop_requested = child.timeout = None
         elif "stop" in event and event["stop"] == child.job_id:
             child.stop_requested = time.monotonic()
 
@@ -371,19 +372,22 @@ class Pool:
                 reason = "hand_back"
             elif child.stop_requested is not None and now - child.stop_requested > self.stop_grace:
                 reason = "stopped"
-            elif now - child.job_started > self._timeout_of(child.job_id) + self.kill_slack:
+            elif self._past_timeout(child, now - child.job_started):
                 reason = "timeout"
             if reason:
                 log.warning("killing worker process %s (job %s: %s)", child.name, child.job_id, reason)
                 child.kill_reason = reason
                 _signal(child.process, signal.SIGKILL, group=True)
 
-    def _timeout_of(self, job_id: str) -> float:
-        try:  # read each time: the job extends its own timeout once it knows the video's duration
-            timeout = self.connection.hget(Job.key_for(job_id), "timeout")
+    def _past_timeout(self, child: _Child, elapsed: float) -> bool:
+        if child.timeout is not None and elapsed <= child.timeout + self.kill_slack:
+            return False
+        try:  # read again: the job extends its own timeout once it knows the video's duration
+            timeout = self.connection.hget(Job.key_for(child.job_id), "timeout")
         except RedisError:
-            return float("inf")
-        return float(timeout) if timeout else float(self.settings.job_timeout_floor)
+            return False
+        child.timeout = float(timeout) if timeout else float(self.settings.job_timeout_floor)
+        return elapsed > child.timeout + self.kill_slack
 
     def _reap(self) -> None:
         for slot, child in list(self.children.items()):
