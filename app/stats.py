@@ -22,17 +22,23 @@ def record_submitted(connection: Redis | Pipeline, queue: str, task: str, count:
     connection.hincrby(SUBMITTED, f"{queue}|{task}", count)
 
 
-def record_completed(connection: Redis, queue: str, status: str, task: str, duration: float | None) -> None:
-    """Count a job that ended (``finished``, ``failed`` or ``cancelled``) and, if it ran, its duration."""
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.hincrby(COMPLETED, f"{queue}|{status}", 1)
-        if duration is not None:
-            key = DURATION.format(task)
-            for bound in BUCKETS:
-                if duration <= bound:
-                    pipe.hincrby(key, bound_label(bound), 1)
-            pipe.hincrbyfloat(key, "sum", duration)
-            pipe.hincrby(key, "count", 1)
+def record_completed(connection: Redis | Pipeline, queue: str, status: str, task: str,
+                     duration: float | None) -> None:
+    """Count a job that ended (``finished``, ``failed`` or ``cancelled``) and, if it ran, its duration.
+
+    Given a pipeline, only adds the commands to it (the worker counts a success in RQ's own
+    transaction that records it); given a connection, sends them in one round trip.
+    """
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
+    pipe.hincrby(COMPLETED, f"{queue}|{status}", 1)
+    if duration is not None:
+        key = DURATION.format(task)
+        for bound in BUCKETS:
+            if duration <= bound:
+                pipe.hincrby(key, bound_label(bound), 1)
+        pipe.hincrbyfloat(key, "sum", duration)
+        pipe.hincrby(key, "count", 1)
+    if pipe is not connection:
         pipe.execute()
 
 

@@ -25,6 +25,17 @@ def process_running(redis, job_id: str) -> int:
     return Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis).pid
 
 
+def worker_processes(pool_pid: int) -> list[int]:
+    """The supervisor's worker processes (not the RQ scheduler process it also runs)."""
+    def command(pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+    return [pid for pid in children(pool_pid) if b"workers.pool" in command(pid)]
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -42,7 +53,7 @@ def test_jobs_run_inside_worker_processes_that_hold_the_model(make_client, media
                    for name in ("fox.m4a", "queue.webm", "fox.m4a")]
         for job_id in job_ids:
             wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5, message="done")
-        workers = children(pool.pid)
+        workers = worker_processes(pool.pid)
         assert len(workers) == 2
         registered = {worker.pid for worker in Worker.all(connection=redis)}
         assert registered == set(workers)  # the jobs ran in these processes: nothing forked per job
@@ -68,7 +79,7 @@ def test_a_worker_process_killed_mid_job_is_replaced_and_its_job_retried(make_cl
         wait_for(lambda: status(client, headers, job_id)["attempt"] == 2, timeout=30, message="a second attempt")
         print(f"worker process killed: job on its second attempt after {time.monotonic() - killed_at:.1f} s")
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5, message="done")
-        assert victim not in children(pool.pid) and len(children(pool.pid)) == 1
+        assert victim not in worker_processes(pool.pid) and len(worker_processes(pool.pid)) == 1
     finally:
         stop_process(pool)
     assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
@@ -88,7 +99,7 @@ def test_a_cancelled_job_stops_at_once_and_its_process_lives_on(make_client, med
         print(f"cancelled in-process {time.monotonic() - asked:.2f} s after the request")
         next_job = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
         wait_for(lambda: status(client, headers, next_job)["status"] == "completed", timeout=60, message="next job")
-        assert children(pool.pid) == [worker]  # the same process, still holding the model
+        assert worker_processes(pool.pid) == [worker]  # the same process, still holding the model
     finally:
         stop_process(pool)
     assert status(client, headers, job_id)["stage"] == "cancelled"
@@ -105,7 +116,7 @@ def test_a_job_stuck_in_native_code_is_killed_when_cancelled(config, redis):
         wait_for(lambda: job.get_status(refresh=True) == JobStatus.STOPPED, timeout=30, message="the stop")
         print(f"stuck job stopped {time.monotonic() - asked:.1f} s after the cancel (by killing its process)")
         assert not alive(victim)
-        wait_for(lambda: len(children(pool.pid)) == 1 and Worker.count(connection=redis) == 1, timeout=60,
+        wait_for(lambda: len(worker_processes(pool.pid)) == 1 and Worker.count(connection=redis) == 1, timeout=60,
                  message="a new worker process")
     finally:
         stop_process(pool)
@@ -133,10 +144,10 @@ def test_a_job_past_its_timeout_is_stopped_in_process(make_client, media_server,
     headers = user_headers(client)
     pool = start_pool(redis)
     try:
-        worker = children(pool.pid)
+        worker = worker_processes(pool.pid)
         job_id = submit(client, headers, media_server.url("lecture.webm", delay=1)).get_json()["job_id"]
         wait_for(lambda: status(client, headers, job_id)["status"] == "failed", timeout=30, message="the timeout")
-        assert children(pool.pid) == worker  # RQ's alarm stopped it: no process was killed
+        assert worker_processes(pool.pid) == worker  # RQ's alarm stopped it: no process was killed
     finally:
         stop_process(pool)
     body = status(client, headers, job_id)
@@ -180,10 +191,10 @@ def test_a_worker_process_is_recycled_after_engine_max_jobs(make_client, media_s
     headers = user_headers(client)
     pool = start_pool(redis)
     try:
-        first = children(pool.pid)
+        first = worker_processes(pool.pid)
         job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5, message="done")
-        wait_for(lambda: (now := children(pool.pid)) and now != first and Worker.count(connection=redis) == 1,
+        wait_for(lambda: (now := worker_processes(pool.pid)) and now != first and Worker.count(connection=redis) == 1,
                  timeout=60, message="a fresh worker process")
         job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5, message="done")
@@ -195,7 +206,7 @@ def test_worker_processes_finish_their_job_and_exit_when_the_supervisor_is_kille
     client = make_client()
     headers = user_headers(client)
     pool = start_pool(redis)
-    worker = children(pool.pid)[0]
+    worker = worker_processes(pool.pid)[0]
     job_id = submit(client, headers, media_server.url("queue.webm", delay=0.1)).get_json()["job_id"]
     wait_for(lambda: status(client, headers, job_id)["status"] == "processing", timeout=60, message="start")
     pool.kill()

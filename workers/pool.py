@@ -25,7 +25,8 @@ forking worker gets from watching its horse:
 Each worker process tells the supervisor which job it runs over a pipe (one JSON line per event:
 ``{"job": id, "execution": id}`` when a job starts, ``{"job": null}`` when it ends,
 ``{"stop": id}`` when it was asked to stop one), so the supervisor never has to guess from
-Redis which job a dead process held.
+Redis which job a dead process held. The supervisor also runs RQ's scheduler (retries,
+``enqueue_at``), so that no process holding the model is ever forked.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,14 +49,12 @@ from dataclasses import dataclass, field
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
-from rq.exceptions import NoSuchJobError, SchedulerNotFound
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
-from rq.scripts import release_lock
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import now
-from rq.worker import WorkerStatus
 
 from app.errors import JobCancelled
 from app.jobs import QUEUE_NAMES
@@ -66,7 +64,7 @@ from app.settings import Settings
 from workers import engines
 from workers.download import warm_up
 from workers.jobs import job_work_dir
-from workers.worker import TranscriptionWorkerMixin
+from workers.worker import MAINTENANCE_INTERVAL, TranscriptionWorkerMixin
 
 log = logging.getLogger("workers.pool")  # also when run as __main__
 
@@ -114,20 +112,23 @@ class InProcessWorker(TranscriptionWorkerMixin, SimpleWorker):
         self.jobs_done = 0
         self.recycled = False
         self.stop_signalled = False
+        self._heartbeat: _Heartbeat | None = None
+        self._memory_checked = 0.0
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         self._report(job=job.id, execution=execution.id)
-        heartbeat = _Heartbeat(self, job, execution)
-        heartbeat.start()
+        if self._heartbeat is None:
+            self._heartbeat = _Heartbeat(self)
+            self._heartbeat.start()
+        self._heartbeat.watch(job, execution)
         try:
             self.perform_job(job, queue, execution)
         finally:
-            heartbeat.stop()
+            self._heartbeat.watch(None, None)
             self._report(job=None)
             shutil.rmtree(job_work_dir(self.settings.work_dir, job.id), ignore_errors=True)
-        self.set_state(WorkerStatus.IDLE)
-        self.jobs_done += 1
+        self.jobs_done += 1  # (the state goes back to idle when RQ's loop waits for the next job)
         self._recycle_if_worn()
 
     def kill_horse(self, sig=None) -> None:
@@ -160,8 +161,10 @@ class InProcessWorker(TranscriptionWorkerMixin, SimpleWorker):
         reason = None
         if settings.engine_max_jobs and self.jobs_done >= settings.engine_max_jobs:
             reason = f"{self.jobs_done} jobs"
-        elif settings.engine_max_memory_mb and (rss := resident_memory_mb(os.getpid())) > settings.engine_max_memory_mb:
-            reason = f"{rss:.0f} MB resident, above {settings.engine_max_memory_mb} MB"
+        elif settings.engine_max_memory_mb and time.monotonic() - self._memory_checked >= 1:  # /proc is not free
+            self._memory_checked = time.monotonic()
+            if (rss := resident_memory_mb(os.getpid())) > settings.engine_max_memory_mb:
+                reason = f"{rss:.0f} MB resident, above {settings.engine_max_memory_mb} MB"
         if reason:
             self.log.info("Worker %s: recycling after %s", self.name, reason)
             self.recycled = True
@@ -169,23 +172,33 @@ class InProcessWorker(TranscriptionWorkerMixin, SimpleWorker):
 
 
 class _Heartbeat(threading.Thread):
-    """Keeps the job's and the worker's heartbeats alive while the main thread runs the job."""
+    """Keeps the running job's heartbeat (and the worker's) alive while the main thread runs it.
 
-    def __init__(self, worker: InProcessWorker, job: Job, execution: Execution) -> None:
+    One thread for the process's life, told which job to watch: starting and joining a thread
+    per job cost more than a no-op job itself. A beat racing the job's end is harmless: RQ's
+    heartbeat only updates registry entries that still exist.
+    """
+
+    def __init__(self, worker: InProcessWorker) -> None:
         super().__init__(name="heartbeat", daemon=True)
-        self.worker, self.job, self.execution = worker, job, execution
-        self._stopped = threading.Event()
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._watched: tuple[Job, Execution] | None = None
+
+    def watch(self, job: Job | None, execution: Execution | None) -> None:
+        with self._lock:
+            self._watched = (job, execution) if job is not None else None
 
     def run(self) -> None:
-        while not self._stopped.wait(self.worker.job_monitoring_interval):
-            try:
-                self.worker.maintain_heartbeats(self.job, self.execution)
-            except RedisError:
-                log.warning("heartbeat failed (Redis unreachable?)", exc_info=True)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join()
+        while True:
+            time.sleep(self.worker.job_monitoring_interval)
+            with self._lock:
+                if self._watched is None:
+                    continue
+                try:
+                    self.worker.maintain_heartbeats(*self._watched)
+                except RedisError:
+                    log.warning("heartbeat failed (Redis unreachable?)", exc_info=True)
 
 
 def child_main(argv: Sequence[str] | None = None) -> int:
@@ -212,7 +225,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass  # the supervisor is gone: the parent watch stops this process
 
-    _stop_with_parent(os.getppid())
+    _when_orphaned(lambda: os.kill(os.getpid(), signal.SIGTERM))  # finish the job, then exit
     engine = engines.create_engine(settings)
     engine.load(settings.default_model_name)  # before the first job, so none of them waits for it
     engines.use(engine)
@@ -220,7 +233,9 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     connection = connect(settings)
     queues = [Queue(name, connection=connection) for name in args.queues]
     worker = InProcessWorker(queues, connection=connection, settings=settings, name=args.name, report=report)
-    worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level, with_scheduler=True)
+    # No RQ scheduler here: the supervisor runs it (a process forked from one holding the model would
+    # count the model's pages again, and die with it).
+    worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level, with_scheduler=False)
     if worker.recycled:
         return EXIT_RECYCLED
     if args.burst or args.max_jobs or worker.stop_signalled:
@@ -229,15 +244,24 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     return 1  # the supervisor starts a new process, with a growing delay
 
 
-def _stop_with_parent(parent_pid: int) -> None:
-    """Finish the current job and exit when the supervisor is gone (even after SIGKILL)."""
+def _when_orphaned(callback) -> None:
+    """Call ``callback`` (in a thread) once the process that started this one is gone, even after SIGKILL."""
+    parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while os.getppid() == parent:
             time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
+        callback()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class _Scheduler(RQScheduler):
+    """RQ's scheduler process, which also stops when the supervisor that forked it is gone."""
+
+    def work(self) -> None:
+        _when_orphaned(self.request_stop)
+        super().work()
 
 
 # --- the supervisor -------------------------------------------------------------------------------
@@ -287,15 +311,48 @@ class Pool:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        self.scheduler = _Scheduler(self.queue_names, connection=self.connection,
+                                    logging_level=self.settings.log_level)
+        scheduler_checked = 0.0
         for slot in range(self.processes):
             self._start(slot)
-        while self.children or (self._restart_at and self._stopping_since is None):
-            self._read_status(timeout=0.5)
-            self._reap()
-            self._enforce_limits()
-            self._restart_due()
+        try:
+            while self.children or (self._restart_at and self._stopping_since is None):
+                self._read_status(timeout=0.5)
+                self._reap()
+                self._enforce_limits()
+                self._restart_due()
+                if self._stopping_since is None and time.monotonic() - scheduler_checked >= MAINTENANCE_INTERVAL:
+                    scheduler_checked = time.monotonic()
+                    self._run_scheduler()
+        finally:
+            self._stop_scheduler()
         log.info("worker pool %s stopped", self.name)
         return 0
+
+    def _run_scheduler(self) -> None:
+        """RQ's scheduler (retries, ``enqueue_at``) for our queues, as RQ's worker runs it, from here.
+
+        The first supervisor to take a queue's lock runs it, in a process forked from this small one.
+        In burst mode the due jobs are enqueued once, as RQ's burst worker does.
+        """
+        process = self.scheduler._process  # RQ's worker reads it the same way
+        if process is not None and process.is_alive():
+            return
+        try:
+            if self.scheduler.acquire_locks() and self.burst:
+                self.scheduler.enqueue_scheduled_jobs()
+                self.scheduler.release_locks()
+            elif self.scheduler.acquired_locks:
+                self.scheduler.start()
+        except RedisError:
+            log.warning("could not run the scheduler (Redis unreachable?)", exc_info=True)
+
+    def _stop_scheduler(self) -> None:
+        process = self.scheduler._process
+        if process is not None and process.is_alive():
+            process.terminate()  # SIGTERM: it releases its locks and exits
+            process.join(10)
 
     def _request_stop(self, signum, frame) -> None:
         if self._stopping_since is None:
@@ -314,7 +371,7 @@ class Pool:
             command.append("--burst")
         if self.max_jobs:
             command += ["--max-jobs", str(self.max_jobs)]
-        # Its own process group: killing it takes down RQ's scheduler process that it may have started.
+        # Its own process group: killing it takes down anything it started.
         process = subprocess.Popen(command + self.queue_names, pass_fds=(write_fd,), start_new_session=True,
                                    env=self.child_environment())
         os.close(write_fd)
@@ -400,9 +457,8 @@ class Pool:
             if child.job_id is not None:
                 self._end_abandoned_job(child, child.kill_reason or "crashed", code)
             if code not in (0, EXIT_RECYCLED):
-                _signal_group(child.process.pid, signal.SIGKILL)  # what it left behind (RQ's scheduler)
+                _signal_group(child.process.pid, signal.SIGKILL)  # anything it left behind
                 self._unregister(child)
-                self._release_scheduler_locks(of_group=child.process.pid)
             self._schedule_restart(slot, child, code)
 
     def _read_rest(self, child: _Child) -> None:
@@ -470,23 +526,6 @@ class Pool:
         job.ended_at = now()
         ghost.handle_job_failure(job, queue, exc_string=message, execution=execution)
 
-    def _release_scheduler_locks(self, of_group: int) -> None:
-        """Free the queues' scheduler locks held by a scheduler killed with a worker process's group.
-
-        RQ's lock would otherwise outlive it by up to a minute, and retries would wait that long.
-        """
-        for queue_name in self.queue_names:
-            key = RQScheduler.get_locking_key(queue_name)
-            try:
-                owner = self.connection.get(key)
-                if not owner:
-                    continue
-                scheduler = RQScheduler.fetch(owner.decode(), connection=self.connection)
-                if scheduler.hostname == socket.gethostname() and _dead_or_in_group(scheduler.pid, of_group):
-                    release_lock(self.connection, key, owner.decode())
-            except (RedisError, SchedulerNotFound, ValueError):
-                log.warning("could not check the scheduler lock of %s", queue_name, exc_info=True)
-
     def _unregister(self, child: _Child) -> None:
         """Remove a dead process from RQ's worker registry (it could not do it itself)."""
         ghost = InProcessWorker([], connection=self.connection, settings=self.settings, name=child.name)
@@ -502,16 +541,6 @@ def _signal(process: subprocess.Popen, signum: int, group: bool = False) -> None
             _signal_group(process.pid, signum)
         else:
             process.send_signal(signum)
-
-
-def _dead_or_in_group(pid: int, pgid: int) -> bool:
-    """Whether ``pid`` is gone (or a zombie) or in process group ``pgid`` (which was just killed)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return True
-    return fields[0] == "Z" or int(fields[2]) == pgid
 
 
 def _signal_group(pgid: int, signum: int) -> None:
