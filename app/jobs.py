@@ -226,9 +226,11 @@ def describe_job(job: Job) -> dict[str, Any]:
     if status in ("pending", "processing") and last_error:
         body["last_error"] = last_error
     if rq_status == JobStatus.SCHEDULED:
-        body["stage"] = "waiting_retry"
-        scheduled = Queue(job.origin, connection=job.connection).scheduled_job_registry.get_scheduled_time(job)
-        body["next_retry_at"] = _iso(scheduled)
+        try:
+            scheduled = Queue(job.origin, connection=job.connection).scheduled_job_registry.get_scheduled_time(job)
+            body.update(stage="waiting_retry", next_retry_at=_iso(scheduled))
+        except NoSuchJobError:  # the scheduler put it back on its queue a moment ago
+            body["position"] = job.get_position()
     elif status == "pending":
         body["position"] = job.get_position()
     elif status == "processing" and is_cancel_requested(job.connection, job.id):

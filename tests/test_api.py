@@ -255,3 +255,14 @@ def test_concurrent_retries_with_one_idempotency_key_enqueue_one_job(config, mak
     assert services.queues["express"].count == 1
     user = services.users.authenticate(headers["Authorization"].split()[1])[0]
     assert services.quota.usage(user).used == 1  # the losers of the race were uncharged
+
+
+def test_status_of_a_retry_the_scheduler_is_just_enqueueing_is_pending(client, make_user, redis):
+    """Between reading a job's status (scheduled) and its retry time, the scheduler may enqueue it."""
+    from rq.job import JobStatus
+
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    Job.fetch(job_id, connection=redis).set_status(JobStatus.SCHEDULED)  # but in no scheduled registry
+    body = status(client, headers, job_id)
+    assert (body["status"], body["stage"], body["position"]) == ("pending", "queued", 0)
