@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from app.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
+from app.processes import release_free_memory
 from app.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
 
 log = logging.getLogger(__name__)
@@ -185,17 +186,21 @@ class CachingEngine:
             on_duration(duration)
 
         progress = _Rising(on_progress)
-        detected, raw_segments = self._run(loaded, audio, language, progress)
-        transcript = Transcript(language=detected, duration=duration, model=model, model_load_seconds=load_seconds)
-        for start, end, text in raw_segments:
-            # Whisper times within 30-second windows, so a segment may claim to end after the audio.
-            end = min(round(end, 3), duration)
-            segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
-            transcript.segments.append(segment)
-            fraction = min(1.0, segment.end / duration)
-            if on_segment:
-                on_segment(segment, fraction)
-            progress(fraction)
+        transcript = Transcript(language="", duration=duration, model=model, model_load_seconds=load_seconds)
+        try:
+            transcript.language, raw_segments = self._run(loaded, audio, language, progress)
+            for start, end, text in raw_segments:
+                # Whisper times within 30-second windows, so a segment may claim to end after the audio.
+                end = min(round(end, 3), duration)
+                segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
+                transcript.segments.append(segment)
+                fraction = min(1.0, segment.end / duration)
+                if on_segment:
+                    on_segment(segment, fraction)
+                progress(fraction)
+        finally:
+            del audio
+            release_free_memory()  # the process lives on, holding the model: give back the job's buffers
         return transcript
 
 
