@@ -198,7 +198,8 @@ def public_status(job: Job, status: JobStatus | None = None) -> str:
 
 def describe_job(job: Job) -> dict[str, Any]:
     """The status document of ``GET /status/<job_id>``."""
-    rq_status = job.get_status()
+    # The status read with the rest of the record: a fresh one could say finished beside a stale ended_at.
+    rq_status = job.get_status(refresh=False)
     status = public_status(job, rq_status)
     meta = job.meta
     kwargs = job.kwargs

@@ -266,3 +266,19 @@ def test_status_of_a_retry_the_scheduler_is_just_enqueueing_is_pending(client, m
     Job.fetch(job_id, connection=redis).set_status(JobStatus.SCHEDULED)  # but in no scheduled registry
     body = status(client, headers, job_id)
     assert (body["status"], body["stage"], body["position"]) == ("pending", "queued", 0)
+
+
+def test_status_describes_one_consistent_snapshot_of_the_job(client, make_user, redis):
+    """A job that ends between reading its record and its status must not show as completed
+    beside the record's empty ended_at (seen once under load)."""
+    from rq.job import JobStatus
+
+    from app.jobs import describe_job
+
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    snapshot = Job.fetch(job_id, connection=redis)
+    Job.fetch(job_id, connection=redis).set_status(JobStatus.FINISHED)  # meanwhile, elsewhere
+    body = describe_job(snapshot)
+    assert (body["status"], body["ended_at"]) == ("pending", None)
+    assert status(client, headers, job_id)["status"] == "completed"  # the next poll sees the end
