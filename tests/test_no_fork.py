@@ -1,5 +1,6 @@
 """`ytcaption worker --no-fork`: in-process workers under a supervisor, with the guarantees of
-the forking worker (crash, timeout, cancel, shutdown, recycling), checked with real processes."""
+the forking worker (crash, timeout, cancel, shutdown, recycling), checked with real processes.
+The SIGTERM scenarios run against both modes in ``tests/test_reliability.py``."""
 
 import os
 import signal
@@ -52,7 +53,8 @@ def test_jobs_run_inside_worker_processes_that_hold_the_model(make_client, media
         job_ids = [submit(client, headers, media_server.url(name)).get_json()["job_id"]
                    for name in ("fox.m4a", "queue.webm", "fox.m4a")]
         for job_id in job_ids:
-            wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5, message="done")
+            wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5,
+                 message="done")
         workers = worker_processes(pool.pid)
         assert len(workers) == 2
         registered = {worker.pid for worker in Worker.all(connection=redis)}
@@ -78,7 +80,8 @@ def test_a_worker_process_killed_mid_job_is_replaced_and_its_job_retried(make_cl
         killed_at = time.monotonic()
         wait_for(lambda: status(client, headers, job_id)["attempt"] == 2, timeout=30, message="a second attempt")
         print(f"worker process killed: job on its second attempt after {time.monotonic() - killed_at:.1f} s")
-        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5, message="done")
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5,
+                 message="done")
         assert victim not in worker_processes(pool.pid) and len(worker_processes(pool.pid)) == 1
     finally:
         stop_process(pool)
@@ -154,38 +157,6 @@ def test_a_job_past_its_timeout_is_stopped_in_process(make_client, media_server,
     assert (body["error"]["type"], body["attempt"]) == ("job_timeout", 1)
 
 
-def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, media_server, redis, services):
-    client = make_client(WORKER_SHUTDOWN_GRACE="1")
-    headers = user_headers(client)
-    pool = start_pool(redis)
-    long_job = start_long_job(client, headers, media_server, delay=0.5)
-    later_job = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
-    signalled = time.monotonic()
-    assert stop_process(pool, signal.SIGTERM, timeout=30) == 0
-    print(f"pool exited {time.monotonic() - signalled:.1f} s after SIGTERM (grace 1 s)")
-    body = status(client, headers, long_job)
-    assert (body["status"], body["stage"], body["position"], body["attempt"]) == ("pending", "queued", 0, 1)
-    assert services.queues["express"].job_ids == [long_job, later_job]
-    assert Worker.count(connection=redis) == 0
-
-    pool = start_pool(redis)
-    try:
-        wait_for(lambda: status(client, headers, long_job)["status"] == "completed", timeout=90, interval=0.5, message="done")
-    finally:
-        stop_process(pool)
-    assert status(client, headers, long_job)["attempt"] == 1  # handing back used no attempt
-
-
-def test_sigterm_lets_a_short_job_finish(make_client, media_server, redis):
-    client = make_client(WORKER_SHUTDOWN_GRACE="30")
-    headers = user_headers(client)
-    pool = start_pool(redis)
-    job_id = submit(client, headers, media_server.url("queue.webm", delay=0.1)).get_json()["job_id"]
-    wait_for(lambda: status(client, headers, job_id)["status"] == "processing", timeout=60, message="start")
-    assert stop_process(pool, signal.SIGTERM, timeout=60) == 0
-    assert status(client, headers, job_id)["status"] == "completed"
-
-
 def test_a_worker_process_is_recycled_after_engine_max_jobs(make_client, media_server, redis):
     client = make_client(ENGINE_MAX_JOBS="1")
     headers = user_headers(client)
@@ -193,11 +164,13 @@ def test_a_worker_process_is_recycled_after_engine_max_jobs(make_client, media_s
     try:
         first = worker_processes(pool.pid)
         job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
-        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5, message="done")
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5,
+                 message="done")
         wait_for(lambda: (now := worker_processes(pool.pid)) and now != first and Worker.count(connection=redis) == 1,
                  timeout=60, message="a fresh worker process")
         job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
-        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5, message="done")
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, interval=0.5,
+                 message="done")
     finally:
         stop_process(pool)
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from redis import Redis
+from rq import Worker
 from rq.job import Job
 
 from app import create_app
@@ -142,20 +143,26 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed(make_client, media_serv
     assert (body["attempt"], body["error"]["type"]) == (2, "worker_lost")
 
 
-def test_sigterm_lets_a_short_job_finish(make_client, media_server, redis):
+#: The two worker modes, as ``ytcaption worker`` arguments: the SIGTERM tests run against both.
+MODES = pytest.mark.parametrize("mode", [(), ("--no-fork",)], ids=["forking", "no-fork"])
+
+
+@MODES
+def test_sigterm_lets_a_short_job_finish(make_client, media_server, redis, mode):
     client = make_client(WORKER_SHUTDOWN_GRACE="30")
     headers = user_headers(client)
-    worker = start_worker(redis)
+    worker = start_worker(redis, *mode)
     job_id = submit(client, headers, media_server.url("queue.webm", delay=0.1)).get_json()["job_id"]
     wait_for(lambda: status(client, headers, job_id)["status"] == "processing", timeout=60, message="start")
     assert stop_process(worker, signal.SIGTERM, timeout=60) == 0
     assert status(client, headers, job_id)["status"] == "completed"
 
 
-def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, media_server, redis, services):
+@MODES
+def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, media_server, redis, services, mode):
     client = make_client(WORKER_SHUTDOWN_GRACE="1")
     headers = user_headers(client)
-    worker = start_worker(redis)
+    worker = start_worker(redis, *mode)
     long_job = start_long_job(client, headers, media_server, delay=0.5)
     later_job = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
     signalled = time.monotonic()
@@ -164,10 +171,12 @@ def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, me
     body = status(client, headers, long_job)
     assert (body["status"], body["stage"], body["position"], body["attempt"]) == ("pending", "queued", 0, 1)
     assert services.queues["express"].job_ids == [long_job, later_job]
+    assert Worker.count(connection=redis) == 0  # every process unregistered on its way out
 
-    worker = start_worker(redis)
+    worker = start_worker(redis, *mode)
     try:
-        wait_for(lambda: status(client, headers, long_job)["status"] == "completed", timeout=90, message="done")
+        wait_for(lambda: status(client, headers, long_job)["status"] == "completed", timeout=90, interval=0.5,
+                 message="done")
     finally:
         stop_process(worker)
     assert status(client, headers, long_job)["attempt"] == 1  # handing back used no attempt
