@@ -35,7 +35,9 @@ _API_KEY = "ytcaption:api-key:{}"
 _KEY_OWNER = "ytcaption:key-owner:{}"
 
 # The submit fast path's first round trip: the key's record, its user's fields and (when a
-# counter prefix is given) the request counted against the key for the rate limit.
+# counter prefix is given) the request counted against the key for the rate limit. The script
+# builds the user's and the counter's key names itself, which one Redis allows (Redis Cluster,
+# which ytcaption does not use, would not).
 _AUTHENTICATE = """
 local record = redis.call('GET', KEYS[1])
 if not record then

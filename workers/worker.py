@@ -10,6 +10,9 @@ and these reliability settings:
 - on SIGTERM the current job gets ``WORKER_SHUTDOWN_GRACE`` s to finish; after that its horse
   is killed and the job is put back at the front of its queue, not counted as a failed attempt;
 - the engine host is restarted after ``ENGINE_MAX_JOBS`` jobs or above ``ENGINE_MAX_MEMORY_MB``.
+
+``TranscriptionWorkerMixin`` holds what the other mode, ``ytcaption worker --no-fork``
+(``workers.pool``), shares with this one.
 """
 
 from __future__ import annotations
