@@ -273,7 +273,7 @@ class _Child:
 
     name: str
     process: subprocess.Popen
-    status: object  # the read end of its status pipe
+    status: int  # the read end of its status pipe (a file descriptor)
     job_id: str | None = None
     execution_id: str | None = None
     job_started: float = 0.0
