@@ -6,7 +6,6 @@ zero by itself: nothing has to reset it, and a missed reset cannot matter.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,7 +146,7 @@ class RateLimiter:
     #: Seconds a window's counters live: the minute, and one second of clock skew.
     counter_ttl = 61
 
-    def __init__(self, connection: Redis, settings: Settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @staticmethod

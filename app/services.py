@@ -49,7 +49,7 @@ class Services:
             users=UserStore(redis),
             transcripts=TranscriptStore(redis, settings.transcript_ttl),
             quota=QuotaLedger(redis, settings),
-            rate_limiter=RateLimiter(redis, settings),
+            rate_limiter=RateLimiter(settings),
         )
 
 

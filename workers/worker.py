@@ -237,10 +237,8 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     from app.services import connect
 
     connection = connect(settings)
-    stopping = []
 
     def stop_before_work(signum, frame):
-        stopping.append(signum)
         sys.exit(128 + signum)  # unwinds through ``finally``, which stops the engine host
 
     signal.signal(signal.SIGTERM, stop_before_work)
