@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -37,6 +38,24 @@ def resident_memory_mb(pid: int) -> float:
     except (OSError, ValueError):
         pass
     return 0.0
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def wear(jobs: int, max_jobs: int, pid: int | None, max_memory_mb: int) -> str | None:
+    """Why a long-lived process holding the model should be restarted now, or None.
+
+    After ``max_jobs`` jobs, or above ``max_memory_mb`` resident (not checked when ``pid`` is None);
+    0 turns either limit off.
+    """
+    if max_jobs and jobs >= max_jobs:
+        return f"{jobs} jobs"
+    if max_memory_mb and pid is not None and (rss := resident_memory_mb(pid)) > max_memory_mb:
+        return f"{rss:.0f} MB resident, above {max_memory_mb} MB"
+    return None
 
 
 def release_free_memory() -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from app.errors import EngineUnavailable, JobError, job_error
 from app.logs import configure_logging
-from app.processes import resident_memory_mb
+from app.processes import wear
 from app.settings import Settings
 from workers.engines import (
     DurationCallback,
@@ -153,11 +153,7 @@ class EngineHost:
     def recycle_if_worn(self, max_jobs: int, max_memory_mb: int) -> None:
         """Count one more job; restart the host after ``max_jobs`` jobs or above ``max_memory_mb``."""
         self.jobs_served += 1
-        reason = None
-        if max_jobs and self.jobs_served >= max_jobs:
-            reason = f"{self.jobs_served} jobs"
-        elif max_memory_mb and (rss := resident_memory_mb(self.process.pid)) > max_memory_mb:
-            reason = f"{rss:.0f} MB resident, above {max_memory_mb} MB"
+        reason = wear(self.jobs_served, max_jobs, self.process.pid, max_memory_mb)
         if reason and self.is_alive():
             log.info("recycling the engine host after %s", reason)
             self.stop(remove_socket_dir=False)

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from app.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
-from app.processes import release_free_memory
+from app.processes import release_free_memory, usable_cores
 from app.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def cpu_threads(settings: Settings) -> int:
     A ``--no-fork`` worker sets it for each of its processes to the cores divided among them
     (``workers.pool``); CTranslate2's own default (4 threads) would oversubscribe a small machine.
     """
-    return settings.whisper_cpu_threads or len(os.sched_getaffinity(0))
+    return settings.whisper_cpu_threads or usable_cores()
 
 
 def whisper_download_root() -> str:

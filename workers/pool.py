@@ -53,17 +53,17 @@ from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
-from rq.timeouts import UnixSignalDeathPenalty
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import now
 
 from app.errors import JobCancelled
 from app.jobs import QUEUE_NAMES
 from app.logs import configure_logging
-from app.processes import resident_memory_mb
+from app.processes import usable_cores, wear
 from app.settings import Settings
 from workers import engines
 from workers.download import warm_up
-from workers.jobs import job_work_dir
+from workers.jobs import describe_error, job_work_dir
 from workers.worker import MAINTENANCE_INTERVAL, TranscriptionWorkerMixin
 
 log = logging.getLogger("workers.pool")  # also when run as __main__
@@ -157,14 +157,11 @@ class InProcessWorker(TranscriptionWorkerMixin, SimpleWorker):
         self._shutdown()  # raises StopRequested when idle; else the loop ends after this job
 
     def _recycle_if_worn(self) -> None:
-        settings = self.settings
-        reason = None
-        if settings.engine_max_jobs and self.jobs_done >= settings.engine_max_jobs:
-            reason = f"{self.jobs_done} jobs"
-        elif settings.engine_max_memory_mb and time.monotonic() - self._memory_checked >= 1:  # /proc is not free
+        check_memory = time.monotonic() - self._memory_checked >= 1  # reading /proc is not free
+        if check_memory:
             self._memory_checked = time.monotonic()
-            if (rss := resident_memory_mb(os.getpid())) > settings.engine_max_memory_mb:
-                reason = f"{rss:.0f} MB resident, above {settings.engine_max_memory_mb} MB"
+        reason = wear(self.jobs_done, self.settings.engine_max_jobs, os.getpid() if check_memory else None,
+                      self.settings.engine_max_memory_mb)
         if reason:
             self.log.info("Worker %s: recycling after %s", self.name, reason)
             self.recycled = True
@@ -359,7 +356,8 @@ class Pool:
             self._stopping_since = time.monotonic()
             log.info("stopping: running jobs get %s s to finish", self.settings.worker_shutdown_grace)
             for child in self.children.values():
-                _signal(child.process, signal.SIGTERM)
+                if child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
         else:
             self._force_stop = True
 
@@ -383,7 +381,7 @@ class Pool:
         """Our environment, with the cores shared out when ``WHISPER_CPU_THREADS`` is 0 (auto)."""
         env = dict(os.environ)
         if not self.settings.whisper_cpu_threads:
-            env["WHISPER_CPU_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // self.processes))
+            env["WHISPER_CPU_THREADS"] = str(max(1, usable_cores() // self.processes))
         return env
 
     # --- watching --------------------------------------------------------------------------------
@@ -398,15 +396,20 @@ class Pool:
         except InterruptedError:
             return
         for fd in readable:
-            child = by_fd[fd]
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            child.buffer += data
-            *lines, child.buffer = child.buffer.split(b"\n")
-            for line in lines:
-                self._on_event(child, json.loads(line))
+            self._take(by_fd[fd])
+
+    def _take(self, child: _Child, until_eof: bool = False) -> None:
+        """Read what ``child`` reported and act on each complete line (all of it once it exited)."""
+        try:
+            while data := os.read(child.status, 65536):
+                child.buffer += data
+                if not until_eof:
+                    break
+        except BlockingIOError:
+            pass
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            self._on_event(child, json.loads(line))
 
     def _on_event(self, child: _Child, event: dict) -> None:
         if "job" in event:
@@ -434,7 +437,7 @@ class Pool:
             if reason:
                 log.warning("killing worker process %s (job %s: %s)", child.name, child.job_id, reason)
                 child.kill_reason = reason
-                _signal(child.process, signal.SIGKILL, group=True)
+                _signal_group(child.process.pid, signal.SIGKILL)  # with anything it started
 
     def _past_timeout(self, child: _Child, elapsed: float) -> bool:
         if child.timeout is not None and elapsed <= child.timeout + self.kill_slack:
@@ -451,7 +454,7 @@ class Pool:
             code = child.process.poll()
             if code is None:
                 continue
-            self._read_rest(child)
+            self._take(child, until_eof=True)
             del self.children[slot]
             os.close(child.status)
             if child.job_id is not None:
@@ -460,16 +463,6 @@ class Pool:
                 _signal_group(child.process.pid, signal.SIGKILL)  # anything it left behind
                 self._unregister(child)
             self._schedule_restart(slot, child, code)
-
-    def _read_rest(self, child: _Child) -> None:
-        try:
-            while data := os.read(child.status, 65536):
-                child.buffer += data
-        except BlockingIOError:
-            pass
-        *lines, child.buffer = (child.buffer + b"\n").split(b"\n")
-        for line in filter(None, lines):
-            self._on_event(child, json.loads(line))
 
     def _schedule_restart(self, slot: int, child: _Child, code: int) -> None:
         if self._stopping_since is not None:
@@ -516,8 +509,7 @@ class Pool:
             ghost._stopped_job_id = job.id
             message = "Job stopped by user, its worker process was killed."
         elif reason == "timeout":
-            job.meta["error"] = {"type": "job_timeout",
-                                 "message": f"The job ran longer than {job.timeout} s and was stopped."}
+            job.meta["error"] = describe_error(JobTimeoutException(), job)
             job.retries_left = 0  # as for a timeout inside the job: not retried
             job.save_meta()
             message = f"Job exceeded its {job.timeout} s timeout; its worker process was killed."
@@ -533,14 +525,6 @@ class Pool:
             ghost.register_death()
         except RedisError:
             log.warning("could not unregister worker %s", child.name, exc_info=True)
-
-
-def _signal(process: subprocess.Popen, signum: int, group: bool = False) -> None:
-    if process.poll() is None:
-        if group:
-            _signal_group(process.pid, signum)
-        else:
-            process.send_signal(signum)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
