@@ -1,22 +1,26 @@
 """ytcaption: a job server that turns YouTube videos into Whisper transcripts.
 
-This package is the Flask API and the core shared with workers and scheduler. It never
-imports the ML stack: jobs are enqueued by import path (see ``app.jobs``).
+``app`` is the HTTP API (Flask) and the ``ytcaption`` command; ``app.core`` is what the API, the
+workers, the scheduler and the CLI share, and imports neither Flask nor the ML stack. This file
+imports nothing at module level, so that importing ``app.core`` from a worker loads no Flask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API: settings from defaults, then the environment, then ``config``."""
-    from app import api, dashboard, errors_http, health, metrics, openapi, services
-    from app.logs import configure_logging
-    from app.settings import Settings
+    from flask import Flask
+
+    from app import api, dashboard, error_handlers, extensions, health, metrics, openapi
+    from app.core.logs import configure_logging
+    from app.core.settings import Settings
 
     settings = Settings.load(config)
     app = Flask(__name__)
@@ -24,9 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     configure_logging(settings.log_level)
 
-    services.init_app(app, settings)
+    extensions.init_app(app, settings)
     metrics.init_app(app, app.extensions["ytcaption"].redis, settings.metrics_token)
-    errors_http.init_app(app)
+    error_handlers.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)

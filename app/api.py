@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, url_for
 
-from app import batch
+from app.core import batches
 from app.auth import add_response_headers, admin_only, authenticated, current_user
-from app.errors import InvalidJSON, NotFound, UnknownFormat
-from app.formats import FORMATS
-from app.jobs import cancel_job, describe_job, fetch_owned_job, queue_for_tier, submit_transcription
-from app.services import services
-from app.validation import parse_submit
+from app.core.errors import InvalidJSON, NotFound, UnknownFormat
+from app.core.formats import FORMATS
+from app.core.jobs import cancel_job, describe_job, fetch_owned_job, queue_for_tier, submit_transcription
+from app.extensions import services
+from app.core.validation import parse_submit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -96,8 +96,8 @@ def submit_batch():
     """Accept several videos; each becomes its own job on the batch queue."""
     svc = services()
     user = current_user()
-    requests = batch.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
-    submitted = batch.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
+    requests = batches.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
+    submitted = batches.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
     record = submitted["record"]
     status_url = url_for("api.batch_status", batch_id=record["batch_id"])
     body = {"batch_id": record["batch_id"], "status": "accepted", "queue": "batch", "total": len(requests),
@@ -110,15 +110,15 @@ def submit_batch():
 @authenticated
 def batch_status(batch_id: str):
     connection = services().redis
-    return batch.describe_batch(connection, batch.fetch_owned_batch(connection, batch_id, current_user()))
+    return batches.describe_batch(connection, batches.fetch_owned_batch(connection, batch_id, current_user()))
 
 
 @bp.delete("/transcribe/async/batch/<batch_id>")
 @authenticated
 def batch_cancel(batch_id: str):
     connection = services().redis
-    record = batch.fetch_owned_batch(connection, batch_id, current_user())
-    cancelled = batch.cancel_batch(connection, record)
+    record = batches.fetch_owned_batch(connection, batch_id, current_user())
+    cancelled = batches.cancel_batch(connection, record)
     return {"batch_id": batch_id, "cancelled": cancelled,
             "message": f"{cancelled} videos that had not ended are cancelled or being stopped."}
 
@@ -133,7 +133,7 @@ def me():
     body = {
         "id": user.id, "email": user.email, "tier": user.tier, "role": user.role,
         "quota": quota.to_dict(),
-        "rate_limit_per_minute": svc.settings.rate_limits[user.tier],
+        "rate_limit_per_minute": svc.settings.rate_limit_for(user.tier),
         "max_video_duration": svc.settings.max_duration_for(user.tier),
         "queue": queue_for_tier(user.tier),
     }

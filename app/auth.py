@@ -7,9 +7,9 @@ from functools import wraps
 
 from flask import g, request
 
-from app.errors import Forbidden, Unauthorized
-from app.services import services
-from app.users import User
+from app.core.errors import Forbidden, Unauthorized
+from app.extensions import services
+from app.core.users import User
 
 
 def authenticated(view):

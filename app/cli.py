@@ -9,11 +9,11 @@ import time
 import click
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.errors import YtcaptionError
-from app.logs import configure_logging
-from app.jobs import QUEUE_NAMES
-from app.settings import Settings
-from app.users import ROLES, TIERS
+from app.core.errors import YtcaptionError
+from app.core.logs import configure_logging
+from app.core.jobs import QUEUE_NAMES
+from app.core.settings import Settings
+from app.core.users import ROLES, TIERS
 
 
 def _friendly_errors(command):
@@ -57,30 +57,19 @@ def up(host: str) -> None:
 @cli.command()
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs (per process with --no-fork).")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--name", help="Worker name (default: RQ's, unique per process).")
-@click.option("--no-fork", is_flag=True,
-              help="Run jobs inside long-lived worker processes that hold the model (no fork per job; GPU).")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="With --no-fork: how many worker processes to supervise.")
 @_friendly_errors
-def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str | None, no_fork: bool,
-           processes: int) -> None:
-    """Work on QUEUES in priority order (default: express standard batch)."""
+def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str | None) -> None:
+    """Work on QUEUES in priority order (default: express standard batch).
+
+    One worker runs one job at a time; run several for more (one per core is a good start).
+    """
     unknown = [queue for queue in queues if queue not in QUEUE_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}",
                                  param_hint="QUEUES")
-    if processes > 1 and not no_fork:
-        raise click.BadParameter("needs --no-fork (run several `ytcaption worker` for more forking workers)",
-                                 param_hint="--processes")
-    # The worker side is imported only here.
-    if no_fork:
-        from workers.pool import run as run_pool
-
-        run_pool(_settings(), queues or QUEUE_NAMES, processes=processes, burst=burst, max_jobs=max_jobs, name=name)
-        return
-    from workers.worker import run
+    from workers.worker import run  # the worker side (yt-dlp, the engine host) is imported only here
 
     run(_settings(), queues or QUEUE_NAMES, burst=burst, max_jobs=max_jobs, name=name)
 
@@ -89,7 +78,7 @@ def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str
 @_friendly_errors
 def scheduler() -> None:
     """Register the periodic jobs (idempotent) and run rq-scheduler, in UTC."""
-    from app.services import connect
+    from app.core.services import connect
     from scheduler.registration import run
 
     run(connect(_settings()))
@@ -105,7 +94,7 @@ def check(what: str) -> None:
     from rq import Worker
     from rq_scheduler import Scheduler
 
-    from app.services import connect
+    from app.core.services import connect
     from scheduler.registration import PERIODIC_JOBS
 
     connection = connect(_settings())
@@ -128,7 +117,7 @@ def users() -> None:
 
 
 def _services():
-    from app.services import Services
+    from app.core.services import Services
 
     return Services.from_settings(_settings())
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from app.errors import Unauthorized
-from app.services import services
+from app.core.errors import Unauthorized
+from app.extensions import services
 
 PREFIX = "/rq"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from app.errors import ServiceUnavailable
-from app.services import services
+from app.core.errors import ServiceUnavailable
+from app.extensions import services
 
 bp = Blueprint("health", __name__)
 

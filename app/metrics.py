@@ -20,9 +20,9 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Queue, Worker
 
-from app.errors import Unauthorized
-from app.jobs import QUEUE_NAMES
-from app.stats import BUCKETS, COMPLETED, DURATION, SUBMITTED, bound_label
+from app.core.errors import Unauthorized
+from app.core.jobs import QUEUE_NAMES
+from app.core.stats import BUCKETS, COMPLETED, DURATION, SUBMITTED, bound_label
 
 class JobCollector(Collector):
     """Reads the job metrics from Redis and RQ when Prometheus scrapes."""

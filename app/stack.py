@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 
-from app.processes import terminate
-from app.redis_server import RedisServer
-from app.settings import Settings
+from app.core.processes import terminate
+from app.core.redis_server import RedisServer
+from app.core.settings import Settings
 
 log = logging.getLogger("ytcaption.up")
 

@@ -175,7 +175,7 @@ def _cpu_model() -> str:
 
 
 def _redis_version() -> str:
-    from app.redis_server import find_redis_server
+    from app.core.redis_server import find_redis_server
 
     output = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True).stdout
     return next((part.split("=", 1)[1] for part in output.split() if part.startswith("v=")), output.strip())

@@ -13,7 +13,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 from bench.harness import FIXTURES
 from bench.report import Figure, Report
 

@@ -28,11 +28,11 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Worker
 
-from app.processes import terminate
-from app.redis_server import RedisServer, free_port
-from app.settings import Settings
+from app.core.processes import terminate
+from app.core.redis_server import RedisServer, free_port
+from app.core.settings import Settings
 from app.stack import commands
-from app.users import UserStore
+from app.core.users import UserStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "media"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from app.redis_server import free_port
+from app.core.redis_server import free_port
 from bench import load
 from bench.bare_app import QUEUE
 from bench.harness import YOUTUBE_URL, BenchError, Harness

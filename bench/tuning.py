@@ -12,7 +12,7 @@ import time
 import wave
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 from bench.engine import SAMPLE_RATE, SPEECH, Clip
 from bench.harness import FIXTURES
 from bench.report import Figure, Report

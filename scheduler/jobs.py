@@ -12,9 +12,10 @@ from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, clean_registries
 
-from app.jobs import QUEUE_NAMES
-from app.quota import period_of
-from app.settings import Settings
+from app.core.jobs import QUEUE_NAMES
+from app.core.quota import period_of
+from app.core.settings import Settings
+from workers import context
 
 USAGE_REPORT = "ytcaption:usage-report:{}"
 
@@ -22,7 +23,7 @@ USAGE_REPORT = "ytcaption:usage-report:{}"
 def cleanup_old_results() -> dict[str, int]:
     """Remove expired job records, orphaned temporary downloads and transcripts past their TTL."""
     connection = get_current_job().connection
-    settings = Settings.load()
+    settings = context.settings()
     return {
         "job_records": remove_expired_job_records(connection),
         "temp_dirs": remove_orphaned_downloads(connection, settings),

@@ -19,10 +19,10 @@ import pytest
 from redis import Redis
 
 from app import create_app
-from app.jobs import QUEUE_NAMES
-from app.redis_server import RedisServer, free_port
-from app.settings import Settings
-from workers import engines
+from app.core.jobs import QUEUE_NAMES
+from app.core.redis_server import RedisServer, free_port
+from app.core.settings import Settings
+from workers import context
 from workers.download import warm_up
 from workers.engine_host import EngineHost
 from workers.worker import build_worker
@@ -156,12 +156,17 @@ def media_server(tmp_path_factory):
 
 @pytest.fixture
 def config(redis_url, tmp_path, monkeypatch) -> dict[str, str]:
-    """Settings for this test, put in the environment too, so that work horses see them."""
+    """Settings for this test, put in the environment too, so that the processes it starts see them.
+
+    Rate limits are high enough for tests that poll a job's status as fast as they like; the
+    tests of the rate limit set their own.
+    """
     values = {
         "REDIS_URL": redis_url,
         "ALLOWED_URL_HOSTS": "127.0.0.1",
         "WORK_DIR": str(tmp_path / "work"),
         "DATA_DIR": str(tmp_path / "data"),
+        **{f"RATE_LIMIT_{tier}": "100000" for tier in ("FREE", "PRO", "ENTERPRISE")},
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -221,18 +226,23 @@ def engine_host():
     warm_up()  # as `ytcaption worker` does before it forks horses
     host = EngineHost(Settings.load())
     host.start()
-    engines.use(host.client)
     yield host
-    engines.use(None)
     host.stop()
 
 
 @pytest.fixture
-def run_worker(settings, redis, engine_host):
-    """Run a real RQ worker (ytcaption's) in burst mode until the given queues are empty."""
+def run_worker(redis, engine_host):
+    """Run a real RQ worker (ytcaption's) in burst mode until the given queues are empty.
 
-    def run(queues=QUEUE_NAMES) -> None:
-        worker = build_worker(redis, settings, queues, engine_host=engine_host)
+    It reads the test's environment when it starts, as `ytcaption worker` does, and hands those
+    settings and the session's engine host to the jobs it forks.
+    """
+
+    def run(queues=QUEUE_NAMES, connection=None) -> None:
+        settings = Settings.load()
+        context.use(settings, engine_host.client)
+        worker = build_worker(connection or redis, settings, queues, engine_host=engine_host)
         worker.work(burst=True, logging_level="WARNING")
 
-    return run
+    yield run
+    context.use(None)

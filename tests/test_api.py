@@ -4,7 +4,7 @@ import pytest
 from rq.job import Job
 
 from app import create_app
-from app.redis_server import free_port
+from app.core.redis_server import free_port
 from tests.helpers import status, submit
 
 YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
@@ -273,7 +273,7 @@ def test_status_describes_one_consistent_snapshot_of_the_job(client, make_user, 
     beside the record's empty ended_at (seen once under load)."""
     from rq.job import JobStatus
 
-    from app.jobs import describe_job
+    from app.core.jobs import describe_job
 
     _, headers = make_user("free")
     job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]

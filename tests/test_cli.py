@@ -3,8 +3,8 @@
 import subprocess
 
 
-from app.redis_server import find_redis_server, free_port
-from app.users import UserStore
+from app.core.redis_server import find_redis_server, free_port
+from app.core.users import UserStore
 from tests.helpers import ytcaption_command
 
 

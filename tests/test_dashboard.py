@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from app.redis_server import free_port
+from app.core.redis_server import free_port
 from tests.helpers import start_api, status, stop_process, submit
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

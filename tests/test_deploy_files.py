@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.jobs import QUEUE_NAMES
+from app.core.jobs import QUEUE_NAMES
 
 ROOT = Path(__file__).parents[1]
 

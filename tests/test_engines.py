@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.helpers import FIXTURE_TEXT, word_error_rate
 from workers.engine_host import EngineHost
 
@@ -25,7 +25,7 @@ def test_vad_filter_skips_silence_and_keeps_speech(monkeypatch):
 def test_a_model_that_cannot_be_loaded_fails_the_job_not_the_host(engine_host):
     import pytest
 
-    from app.errors import ModelUnavailable
+    from app.core.errors import ModelUnavailable
 
     with pytest.raises(ModelUnavailable):
         engine_host.client.transcribe(str(MEDIA / "fox.m4a"), language=None, model="/nonexistent/model-dir")

@@ -1,6 +1,6 @@
 import re
 
-from app.formats import FORMATS, to_srt, to_txt, to_vtt
+from app.core.formats import FORMATS, to_srt, to_txt, to_vtt
 
 SEGMENTS = [
     {"id": 0, "start": 0.0, "end": 2.5, "text": " Hello there. "},

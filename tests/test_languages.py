@@ -1,6 +1,6 @@
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-from app.languages import WHISPER_LANGUAGES
+from app.core.languages import WHISPER_LANGUAGES
 
 
 def test_language_list_matches_faster_whisper():

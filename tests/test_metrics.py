@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.redis_server import free_port
+from app.core.redis_server import free_port
 from tests.helpers import http, start_api, status, stop_process, submit
 
 

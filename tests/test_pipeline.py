@@ -6,7 +6,7 @@ import signal
 import pytest
 from rq.job import Job
 
-from app.transcripts import TranscriptStore
+from app.core.transcripts import TranscriptStore
 from tests.helpers import FIXTURE_TEXT, status, submit, word_error_rate
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.redis_server import free_port
+from app.core.redis_server import free_port
 from tests.helpers import (
     FIXTURE_TEXT,
     http,
@@ -103,10 +103,10 @@ def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_proce
 
 
 def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server):
-    from app.services import Services
-    from app.settings import Settings
-    from app.validation import parse_submit
-    from app.jobs import enqueue_transcription
+    from app.core.services import Services
+    from app.core.settings import Settings
+    from app.core.validation import parse_submit
+    from app.core.jobs import enqueue_transcription
 
     svc = Services.from_settings(Settings.load())
     pro, _ = svc.users.create("pro@example.com", "pro")
@@ -168,10 +168,10 @@ def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_pa
 
 
 def test_worker_logs_one_logfmt_line_per_event_with_the_job_id(config, redis, media_server):
-    from app.jobs import enqueue_transcription
-    from app.services import Services
-    from app.settings import Settings
-    from app.validation import parse_submit
+    from app.core.jobs import enqueue_transcription
+    from app.core.services import Services
+    from app.core.settings import Settings
+    from app.core.validation import parse_submit
 
     svc = Services.from_settings(Settings.load())
     user, _ = svc.users.create("logs@example.com", "pro")

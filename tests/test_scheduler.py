@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq_scheduler import Scheduler
 
-from app.quota import period_of
+from app.core.quota import period_of
 from scheduler.jobs import USAGE_REPORT
 from scheduler.registration import PERIODIC_JOBS, QUEUE, build_scheduler, register
 from tests.helpers import stop_process, wait_for, ytcaption_command

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from app import urls
-from app.quota import period_of
-from app.redis_server import free_port
+from app.core import urls
+from app.core.quota import period_of
+from app.core.redis_server import free_port
 from tests.helpers import http, start_api, status, stop_process, submit
 
 YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"

@@ -1,61 +1,99 @@
-import re
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import pytest
 
-from app.errors import ConfigurationError
-from app.settings import SETTINGS, Settings
-
-README = Path(__file__).parents[1] / "README.md"
+from app.core.errors import ConfigurationError
+from app.core.settings import Settings
 
 
-def test_every_setting_is_documented_in_the_readme():
-    table_rows = re.findall(r"^\| `([A-Z_]+)` \|", README.read_text(), flags=re.M)
-    assert sorted(table_rows) == sorted(setting.name for setting in SETTINGS)
+@pytest.fixture
+def bare_environment(monkeypatch):
+    """No ytcaption setting in the environment."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
-def test_defaults():
-    settings = Settings.load(environ={})
+def test_defaults(bare_environment):
+    settings = Settings.load()
     assert settings.redis_url is None
     assert settings.effective_redis_url.startswith("unix://") and settings.effective_redis_url.endswith("redis.sock")
     assert settings.result_ttl == 86400
     assert settings.whisper_model == "tiny.en"
-    assert settings.whisper_allowed_models == {"tiny.en": "tiny.en"}
+    assert settings.allowed_models == {"tiny.en": "tiny.en"}
     assert settings.allowed_url_hosts == ()
     assert settings.whisper_compute_type == "int8"
+    assert (settings.whisper_vad_filter, settings.max_duration_for("free"), settings.quota_for("pro")) == (
+        False, 3600, 2000)
 
 
-def test_overrides_win_over_the_environment():
-    settings = Settings.load({"RESULT_TTL": 60}, environ={"RESULT_TTL": "120", "MAX_VIDEO_DURATION": "30"})
-    assert (settings.result_ttl, settings.max_video_duration) == (60, 30)
+def test_the_environment_is_read_and_overrides_win(bare_environment, monkeypatch):
+    monkeypatch.setenv("RESULT_TTL", "120")
+    monkeypatch.setenv("MAX_VIDEO_DURATION", "30")
+    monkeypatch.setenv("WHISPER_VAD_FILTER", "true")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = Settings.load({"RESULT_TTL": 60})
+    assert (settings.result_ttl, settings.max_video_duration, settings.whisper_vad_filter, settings.log_level) == (
+        60, 30, True, "DEBUG")
+    assert settings.max_duration_for("free") == 30  # MAX_VIDEO_DURATION is every tier's ceiling
+
+
+def test_an_empty_variable_means_the_default(bare_environment, monkeypatch):
+    monkeypatch.setenv("RESULT_TTL", "")
+    assert Settings.load().result_ttl == 86400
 
 
 @pytest.mark.parametrize("name, value, words", [
-    ("MAX_VIDEO_DURATION", "abc", "MAX_VIDEO_DURATION='abc' is invalid: must be a whole number"),
-    ("RESULT_TTL", "-5", "RESULT_TTL='-5' is invalid: must be a positive whole number"),
-    ("WHISPER_DEVICE", "tpu", "WHISPER_DEVICE='tpu' is invalid: must be one of cpu, cuda, auto"),
-    ("LOG_LEVEL", "loud", "LOG_LEVEL='loud' is invalid"),
+    ("MAX_VIDEO_DURATION", "abc", "Setting MAX_VIDEO_DURATION='abc' is invalid: must be a whole number."),
+    ("RESULT_TTL", "-5", "Setting RESULT_TTL='-5' is invalid: must be greater than 0."),
+    ("JOB_MAX_RETRIES", "-1", "Setting JOB_MAX_RETRIES='-1' is invalid: must be 0 or more."),
+    ("WHISPER_DEVICE", "tpu", "Setting WHISPER_DEVICE='tpu' is invalid: must be one of cpu, cuda, auto."),
+    ("WHISPER_VAD_FILTER", "maybe", "Setting WHISPER_VAD_FILTER='maybe' is invalid: must be true or false."),
+    ("LOG_LEVEL", "loud", "Setting LOG_LEVEL='LOUD' is invalid: must be one of DEBUG, INFO, WARNING, ERROR."),
 ])
-def test_invalid_values_fail_with_a_sentence_naming_the_setting(name, value, words):
+def test_invalid_values_fail_with_a_sentence_naming_the_setting(bare_environment, monkeypatch, name, value, words):
+    monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError) as caught:
-        Settings.load(environ={name: value})
-    assert words in caught.value.message
+        Settings.load()
+    assert caught.value.message == words
 
 
 def test_unknown_override_is_refused():
     with pytest.raises(ConfigurationError, match="Unknown setting 'REDIS'"):
-        Settings.load({"REDIS": "x"}, environ={})
+        Settings.load({"REDIS": "x"})
 
 
 def test_allowed_models_accept_names_and_paths():
-    settings = Settings.load(environ={"WHISPER_MODEL": "/models/large-v3-ct2",
-                                      "WHISPER_ALLOWED_MODELS": "tiny.en, small=/models/small-ct2"})
+    settings = Settings.load({"WHISPER_MODEL": "/models/large-v3-ct2",
+                              "WHISPER_ALLOWED_MODELS": "tiny.en, small=/models/small-ct2"})
     assert settings.default_model_name == "large-v3-ct2"
-    assert settings.whisper_allowed_models == {
+    assert settings.allowed_models == {
         "large-v3-ct2": "/models/large-v3-ct2", "tiny.en": "tiny.en", "small": "/models/small-ct2",
     }
 
 
 def test_allowed_url_hosts_are_lowercased():
-    assert Settings.load(environ={"ALLOWED_URL_HOSTS": "Media.Example.com, 127.0.0.1"}).allowed_url_hosts == (
+    assert Settings.load({"ALLOWED_URL_HOSTS": "Media.Example.com, 127.0.0.1"}).allowed_url_hosts == (
         "media.example.com", "127.0.0.1")
+
+
+def test_a_child_gets_its_parents_settings_not_the_environment(bare_environment, monkeypatch):
+    """The worker passes its Settings on: a child reads neither a changed nor a missing variable."""
+    parent = Settings.load({"WHISPER_CPU_THREADS": 3, "ALLOWED_URL_HOSTS": "a.example,b.example",
+                            "WHISPER_VAD_FILTER": True})
+    monkeypatch.setenv("WHISPER_CPU_THREADS", "1")  # what the child's environment says
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from app.core.settings import Settings; "
+                               "print(Settings.from_json(sys.stdin.read()).to_json())"],
+        input=parent.to_json(), capture_output=True, text=True, check=True)
+    assert Settings.from_json(child.stdout) == parent
+    assert json.loads(child.stdout)["whisper_cpu_threads"] == 3
+
+
+def test_settings_as_environment_variables_read_back_the_same(bare_environment, monkeypatch):
+    settings = Settings.load({"ALLOWED_URL_HOSTS": "a.example,b.example", "WHISPER_VAD_FILTER": True,
+                              "REDIS_URL": "redis://example:6379/0", "JOB_TIMEOUT_FACTOR": 1.5})
+    for name, value in settings.to_environ().items():
+        monkeypatch.setenv(name, value)
+    assert Settings.load() == settings

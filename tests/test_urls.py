@@ -1,7 +1,7 @@
 import pytest
 
-from app.errors import ChannelNotSupported, HostNotAllowed, InvalidURL, PlaylistNotSupported
-from app.urls import parse_video_url
+from app.core.errors import ChannelNotSupported, HostNotAllowed, InvalidURL, PlaylistNotSupported
+from app.core.urls import parse_video_url
 
 VIDEO = "dQw4w9WgXcQ"
 CANONICAL = f"https://www.youtube.com/watch?v={VIDEO}"

@@ -3,8 +3,8 @@
 import fakeredis
 import pytest
 
-from app.errors import UserAlreadyExists, ValidationFailed
-from app.users import UserStore, hash_api_key
+from app.core.errors import UserAlreadyExists, ValidationFailed
+from app.core.users import UserStore, hash_api_key
 
 
 @pytest.fixture(params=["fakeredis", "redis-server"])

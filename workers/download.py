@@ -16,7 +16,7 @@ from yt_dlp import YoutubeDL
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
-from app.errors import (
+from app.core.errors import (
     BadRequest,
     JobError,
     RedirectNotAllowed,
@@ -25,7 +25,7 @@ from app.errors import (
     VideoTooLong,
     VideoUnavailable,
 )
-from app.urls import YOUTUBE_HOSTS, check_fetch_url
+from app.core.urls import YOUTUBE_HOSTS, check_fetch_url
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,9 @@ import time
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
-from app.errors import EngineUnavailable, JobError, job_error
-from app.logs import configure_logging
-from app.processes import wear
-from app.settings import Settings
+from app.core.errors import EngineUnavailable, JobError, job_error
+from app.core.logs import configure_logging
+from app.core.settings import Settings
 from workers.engines import (
     DurationCallback,
     CachingEngine,
@@ -126,7 +125,11 @@ class EngineHost:
             # Its own session: a Ctrl-C meant for the worker (which finishes its job first)
             # must not kill the engine under that job. The worker stops it when it exits.
             start_new_session=True,
+            stdin=subprocess.PIPE,
         )
+        # The worker's settings, as they are: the host does not read the environment again.
+        with self.process.stdin as pipe:
+            pipe.write(self.settings.to_json().encode())
         while time.monotonic() - started < self.start_timeout:
             if self.process.poll() is not None:
                 raise EngineUnavailable(
@@ -153,7 +156,11 @@ class EngineHost:
     def recycle_if_worn(self, max_jobs: int, max_memory_mb: int) -> None:
         """Count one more job; restart the host after ``max_jobs`` jobs or above ``max_memory_mb``."""
         self.jobs_served += 1
-        reason = wear(self.jobs_served, max_jobs, self.process.pid, max_memory_mb)
+        reason = None
+        if max_jobs and self.jobs_served >= max_jobs:
+            reason = f"{self.jobs_served} jobs"
+        elif max_memory_mb and (resident := resident_memory_mb(self.process.pid)) > max_memory_mb:
+            reason = f"{resident:.0f} MB resident, above {max_memory_mb} MB"
         if reason and self.is_alive():
             log.info("recycling the engine host after %s", reason)
             self.stop(remove_socket_dir=False)
@@ -166,6 +173,18 @@ class EngineHost:
             self.process.wait()
         if remove_socket_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def resident_memory_mb(pid: int) -> float:
+    """A process's resident memory in MB (Linux), 0.0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 # --- the host process -------------------------------------------------------------------------
@@ -219,7 +238,8 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
             raise
         except Exception as exc:  # report, keep serving: one bad file must not kill the host
             log.exception("transcription failed", extra=job)
-            conn.send({"event": "error", "type": "engine_error", "message": f"{exc.__class__.__name__}: {exc}"})
+            conn.send({"event": "error", "type": "engine_error", "message": (
+                f"The transcription engine failed ({exc.__class__.__name__}); the worker's log has the details.")})
             return
         log.info("transcribed", extra={**job, "audio_seconds": round(transcript.duration, 1),
                                        "seconds": round(time.perf_counter() - started, 2),
@@ -243,7 +263,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def main() -> None:
     address, parent_pid = sys.argv[1], int(sys.argv[2])
-    settings = Settings.load()
+    settings = Settings.from_json(sys.stdin.read())
     configure_logging(settings.log_level)
     try:
         serve(address, parent_pid, settings)

@@ -2,7 +2,17 @@
 
 A job takes JSON-friendly arguments only, reports its stage and progress in ``job.meta``, and
 lets every error propagate so that RQ records the failure; before it does, the error's type
-and message are put in ``job.meta["error"]`` for the status endpoint.
+and message are put in ``job.meta["error"]`` for the status endpoint. Three ways out besides
+success and failure, each through RQ's own means:
+
+- **cancelled**: the job sees its cancel request (``Progress``) and asks its worker to stop it
+  with RQ's stop command, so RQ records it as ``stopped``;
+- **handed back**: when its worker shuts down, RQ's ``HerokuWorker`` raises
+  ``ShutDownImminentException`` in the job after the grace period; the job then returns RQ's
+  ``Retry(enqueue_at_front=True)``, which puts it back at the front of its queue without using
+  one of its attempts;
+- **timed out**: RQ raises ``JobTimeoutException`` at the job's timeout, which the job extends once
+  it knows the video's duration (``extend_timeout``).
 """
 
 from __future__ import annotations
@@ -19,16 +29,18 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
-from rq.job import Job
-from rq.timeouts import JobTimeoutException
+from rq.command import send_stop_job_command
+from rq.exceptions import ShutDownImminentException
+from rq.job import Job, Retry
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 
-from app.errors import JobCancelled, JobError, YtcaptionError
-from app.jobs import is_cancel_requested
-from app.settings import Settings
-from app.transcripts import TranscriptStore
-from app.urls import parse_video_url
-from workers import engines
+from app.core.errors import JobCancelled, JobError, YtcaptionError, public_message
+from app.core.jobs import is_cancel_requested
+from app.core.settings import Settings
+from app.core.transcripts import TranscriptStore
+from app.core.urls import parse_video_url
+from workers import context
 from workers.download import fetch_audio
 
 log = logging.getLogger(__name__)
@@ -37,9 +49,14 @@ log = logging.getLogger(__name__)
 DOWNLOAD_END = 20
 TRANSCRIBE_END = 95
 
+#: How often a job may be handed back by workers shutting down before RQ fails it.
+MAX_HAND_BACKS = 100
+#: Seconds a cancelled job waits for its worker to stop it before it stops by itself.
+STOP_WAIT = 10.0
+
 
 def job_work_dir(work_dir: Path, job_id: str) -> Path:
-    """The temporary directory of one job (the worker removes it after the job, whatever happened)."""
+    """The temporary directory of one job (removed after the job, whatever happened)."""
     return work_dir / job_id
 
 
@@ -47,7 +64,7 @@ class Progress:
     """Writes stage and progress to ``job.meta``, at most every ``interval`` seconds per stage.
 
     Each write also checks for a cancel request, so a job stops even if the worker missed
-    the stop command.
+    the stop command (or the job was not running yet when it was sent).
     """
 
     def __init__(self, job: Job, interval: float = 0.5) -> None:
@@ -62,20 +79,32 @@ class Progress:
         if stage == self._stage and (now - self._last_write < self.interval or percent == self.job.meta["progress"]):
             return
         if is_cancel_requested(self.job.connection, self.job.id):
-            raise JobCancelled()
+            stop(self.job)
         self.job.meta.update(stage=stage, progress=percent)
         self.job.save_meta()
         self._stage, self._last_write = stage, now
 
 
+def stop(job: Job) -> None:
+    """Have this job's worker stop it, as it stops any job on request (RQ status ``stopped``).
+
+    The worker kills this work horse within moments; should it miss the command, the job stops
+    by itself ``STOP_WAIT`` s later (status ``failed``, error ``cancelled``).
+    """
+    log.info("cancel requested; asking the worker to stop the job")
+    send_stop_job_command(job.connection, job.id)
+    time.sleep(STOP_WAIT)
+    raise JobCancelled()
+
+
 def transcribe_video(*, url: str, video_id: str | None, language: str | None, model: str, user_id: str,
-                     max_duration: int | None = None) -> dict:
+                     max_duration: int | None = None) -> dict | Retry:
     """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``.
 
     ``max_duration`` is the submitting user's tier limit (never above ``MAX_VIDEO_DURATION``).
     """
     job = get_current_job()
-    settings = Settings.load()
+    settings = context.settings()
     # A new attempt: the previous attempt's error becomes last_error, progress starts again.
     if "error" in job.meta:
         job.meta["last_error"] = job.meta.pop("error")
@@ -85,6 +114,11 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
         limit = min(max_duration or settings.max_video_duration, settings.max_video_duration)
         return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model,
                            user_id=user_id, max_duration=limit)
+    except ShutDownImminentException:
+        log.info("the worker is shutting down; handing the job back to the front of its queue")
+        job.meta.update(stage="queued", progress=0)
+        job.save_meta()
+        return Retry(max=MAX_HAND_BACKS, enqueue_at_front=True)
     except BaseException as exc:
         job.meta["error"] = describe_error(exc, job)
         if not is_transient(exc):
@@ -112,7 +146,9 @@ def extend_timeout(job: Job, settings: Settings, duration: float) -> None:
     elapsed = (now() - job.started_at).total_seconds() if job.started_at else 0.0
     job.timeout = wanted
     job.connection.hset(job.key, "timeout", wanted)
-    if callable(signal.getsignal(signal.SIGALRM)):  # RQ's alarm is armed (we run in a work horse)
+    # Move the alarm only while it is RQ's job timeout (in a work horse): once the worker is shutting
+    # down, the alarm is HerokuWorker's end of the grace period, which must not move.
+    if isinstance(getattr(signal.getsignal(signal.SIGALRM), "__self__", None), BaseDeathPenalty):
         signal.alarm(max(1, math.ceil(wanted - elapsed)))
 
 
@@ -139,7 +175,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
 
         progress.update("transcribing", DOWNLOAD_END)
         started = time.perf_counter()
-        transcript = engines.current(settings).transcribe(
+        transcript = context.engine().transcribe(
             str(media.path), language=language, model=model, max_duration=max_duration,
             on_progress=lambda fraction: progress.update(
                 "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
@@ -182,12 +218,16 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
 
 
 def describe_error(exc: BaseException, job: Job) -> dict[str, str]:
-    """The ``error`` the status endpoint shows for ``exc``."""
+    """The ``error`` the status endpoint shows for ``exc``: a code and a sentence for the client.
+
+    RQ logs an unexpected error in full; the client sees its kind, never a temporary path.
+    """
     if isinstance(exc, YtcaptionError):
-        return {"type": exc.code, "message": exc.message}
+        return {"type": exc.code, "message": public_message(exc.message)}
     if isinstance(exc, JobTimeoutException):
         return {"type": "job_timeout", "message": f"The job ran longer than {job.timeout} s and was stopped."}
-    return {"type": "internal_error", "message": f"{exc.__class__.__name__}: {exc}"}
+    return {"type": "internal_error",
+            "message": f"The job failed unexpectedly ({exc.__class__.__name__}); the worker's log has the details."}
 
 
 def _seconds(start, end) -> float:

@@ -17,13 +17,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from app.errors import BadRequest, InvalidJSON, NotFound, ValidationFailed
-from app.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription
-from app.quota import QuotaLedger
-from app.settings import Settings
-from app.stats import record_submitted, task_name
-from app.users import User
-from app.validation import SubmitBody, TranscriptionRequest, check_submit
+from app.core.errors import BadRequest, InvalidJSON, NotFound, ValidationFailed
+from app.core.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription
+from app.core.quota import QuotaLedger
+from app.core.settings import Settings
+from app.core.stats import record_submitted, task_name
+from app.core.users import User
+from app.core.validation import SubmitBody, TranscriptionRequest, check_submit
 
 _BATCH = "ytcaption:batch:{}"
 ENDED = ("completed", "failed", "cancelled")
@@ -44,7 +44,7 @@ def parse_batch(payload: Any, settings: Settings, user: User) -> list[Transcript
     except PydanticValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ValidationFailed(problems + ".") from None
-    limit = settings.batch_limits[user.tier]
+    limit = settings.batch_limit_for(user.tier)
     if not 1 <= len(body.videos) <= limit:
         raise ValidationFailed(f"A batch holds 1 to {limit} videos for the {user.tier} tier; got {len(body.videos)}.")
     requests = []

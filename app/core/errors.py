@@ -8,6 +8,8 @@ The API renders any of them as ``{"error": code, "message": sentence}``; jobs ra
 
 from __future__ import annotations
 
+import re
+
 
 class YtcaptionError(Exception):
     """Base of every error ytcaption raises on purpose."""
@@ -196,6 +198,16 @@ class JobCancelled(JobError):
 class UserAlreadyExists(YtcaptionError):
     status = 409
     code = "user_exists"
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+# An absolute filesystem path: a slash not preceded by a word character, ':' or '/' (so not a URL's path).
+_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def public_message(message: str) -> str:
+    """``message`` without what a client must not see: errno numbers and paths on the worker."""
+    return _PATH.sub("<path>", _ERRNO.sub("", message))
 
 
 def job_error(code: str, message: str) -> JobError:

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from redis import Redis
 from rq.job import Job
 
-from app.errors import QuotaExceeded, RateLimited
-from app.settings import Settings
-from app.users import User
+from app.core.errors import QuotaExceeded, RateLimited
+from app.core.settings import Settings
+from app.core.users import User
 
 _USAGE = "ytcaption:usage:{}:{}"  # user id, period
 _REFUNDED = "ytcaption:refunded:{}"  # job id
@@ -90,7 +90,7 @@ class QuotaLedger:
         self._uncharge = connection.register_script(_UNCHARGE)
 
     def limit_for(self, user: User) -> int:
-        return user.quota if user.quota is not None else self.settings.quotas[user.tier]
+        return user.quota if user.quota is not None else self.settings.quota_for(user.tier)
 
     def usage(self, user: User, moment: datetime | None = None) -> Quota:
         moment = moment or datetime.now(timezone.utc)
@@ -157,7 +157,7 @@ class RateLimiter:
     def check(self, user: User, count: int, now: float) -> dict[str, str]:
         """Rate headers for the ``count``-th request of this minute, or ``RateLimited`` (429 with Retry-After)."""
         minute = int(now // 60)
-        limit = self.settings.rate_limits[user.tier]
+        limit = self.settings.rate_limit_for(user.tier)
         reset_in = max(1, int((minute + 1) * 60 - now + 0.999))
         headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
                    "X-RateLimit-Reset": str((minute + 1) * 60)}

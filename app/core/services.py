@@ -1,22 +1,21 @@
-"""The Redis connection, queues and stores, built once per process and passed around.
+"""The Redis connection and the stores built on it, made once per process and passed around.
 
-Inside Flask, ``init_app`` stores them in ``app.extensions["ytcaption"]`` and ``services()``
-reads them back. Outside Flask (CLI, workers, scheduler) call ``Services.from_settings``.
+The API keeps one ``Services`` in ``app.extensions["ytcaption"]`` (see ``app.extensions``); the
+CLI builds its own with ``Services.from_settings``; workers and the scheduler only need ``connect``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, current_app
 from redis import Redis
 from rq import Queue
 
-from app.jobs import make_queues
-from app.quota import QuotaLedger, RateLimiter
-from app.settings import Settings
-from app.transcripts import TranscriptStore
-from app.users import UserStore
+from app.core.jobs import make_queues
+from app.core.quota import QuotaLedger, RateLimiter
+from app.core.settings import Settings
+from app.core.transcripts import TranscriptStore
+from app.core.users import UserStore
 
 
 def connect(settings: Settings) -> Redis:
@@ -51,12 +50,3 @@ class Services:
             quota=QuotaLedger(redis, settings),
             rate_limiter=RateLimiter(settings),
         )
-
-
-def init_app(app: Flask, settings: Settings) -> None:
-    app.extensions["ytcaption"] = Services.from_settings(settings)
-
-
-def services() -> Services:
-    """The services of the current Flask app."""
-    return current_app.extensions["ytcaption"]

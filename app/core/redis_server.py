@@ -15,8 +15,8 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from app.errors import ConfigurationError
-from app.processes import terminate
+from app.core.errors import ConfigurationError
+from app.core.processes import terminate
 
 # Longest unix socket path Linux accepts (108 bytes including the terminating NUL).
 MAX_SOCKET_PATH = 107

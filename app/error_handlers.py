@@ -7,6 +7,7 @@ without a traceback in the body; the traceback goes to the log).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -15,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from app.errors import ServiceUnavailable, YtcaptionError
+from app.core.errors import ServiceUnavailable, YtcaptionError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,16 @@ def _unexpected(exc: Exception):
     return error_response(YtcaptionError())
 
 
+def _json_redirect(response):
+    """Werkzeug's own redirects (``/rq`` to ``/rq/``, ``//`` to ``/``) answer JSON like everything else."""
+    if 300 <= response.status_code < 400 and response.mimetype == "text/html" and "Location" in response.headers:
+        response.set_data(json.dumps({"error": "moved", "message": f"This is at {response.headers['Location']}."}))
+        response.mimetype = "application/json"
+    return response
+
+
 def init_app(app: Flask) -> None:
+    app.after_request(_json_redirect)
     app.register_error_handler(YtcaptionError, error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RedisConnectionError, _redis_down)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from redis import Redis
 
-from app.errors import NotFound, UserAlreadyExists, ValidationFailed
+from app.core.errors import NotFound, UserAlreadyExists, ValidationFailed
 
 TIERS = ("free", "pro", "enterprise")
 ROLES = ("user", "admin")

@@ -22,21 +22,27 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
-from rq import Queue
+from rq import Callback, Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 
-from app.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
-from app.quota import Quota, QuotaLedger, refund
-from app.settings import Settings
-from app.stats import record_completed, record_submitted, task_name
-from app.users import User
-from app.validation import TranscriptionRequest
+from app.core.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
+from app.core.quota import Quota, QuotaLedger, refund
+from app.core.settings import Settings
+from app.core.stats import record_completed, record_submitted, task_name
+from app.core.users import User
+from app.core.validation import TranscriptionRequest
 
 #: Queue names in priority order: workers listen to them in this order.
 QUEUE_NAMES = ("express", "standard", "batch")
 TRANSCRIBE_VIDEO = "workers.jobs.transcribe_video"
+#: RQ calls these back when a job ends (``workers.callbacks``); named by import path, like the job.
+CALLBACKS = {
+    "on_success": Callback("workers.callbacks.job_succeeded"),
+    "on_failure": Callback("workers.callbacks.job_failed"),
+    "on_stopped": Callback("workers.callbacks.job_stopped"),
+}
 
 _TIER_QUEUE = {"free": "standard", "pro": "express", "enterprise": "express"}
 _CANCEL = "ytcaption:cancel:{}"
@@ -100,6 +106,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
               "quota_period": quota_period, **(extra_meta or {})},
         pipeline=pipeline,
+        **CALLBACKS,
     )
 
 
@@ -284,16 +291,10 @@ def cancel_job(connection: Redis, job: Job) -> str:
 
 
 def _failure(job: Job) -> dict[str, str]:
-    error = job.meta.get("error")
-    if error:
-        return {"type": error["type"], "message": error["message"]}
-    # The job could not record anything: its work horse or whole worker died (killed, out of memory).
-    result = job.latest_result()
-    detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-    message = detail[0] if detail else "The job failed without an error message."
-    if "terminated unexpectedly" in message or "abandoned" in message.lower():
-        return {"type": "worker_lost", "message": f"The worker running the job died on every attempt ({message})"}
-    return {"type": "worker_error", "message": message}
+    # The job, or its worker's callbacks, always record why it failed; this is for a job run by
+    # something else (an ``rq worker`` without ytcaption's callbacks, say).
+    return job.meta.get("error") or {
+        "type": "worker_error", "message": "The job failed outside its own code; the worker's log has the details."}
 
 
 def _iso(moment: datetime | None) -> str | None:

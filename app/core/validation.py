@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from app.errors import InvalidJSON, UnknownLanguage, UnknownModel, ValidationFailed
-from app.languages import AUTO, WHISPER_LANGUAGES
-from app.settings import Settings
-from app.urls import VideoURL, parse_video_url
+from app.core.errors import InvalidJSON, UnknownLanguage, UnknownModel, ValidationFailed
+from app.core.languages import AUTO, WHISPER_LANGUAGES
+from app.core.settings import Settings
+from app.core.urls import VideoURL, parse_video_url
 
 
 class SubmitBody(BaseModel):
@@ -49,8 +49,8 @@ def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
     video = parse_video_url(body.youtube_url, settings.allowed_url_hosts)
 
     model = body.model if body.model is not None else settings.default_model_name
-    if model not in settings.whisper_allowed_models:
-        offered = ", ".join(sorted(settings.whisper_allowed_models))
+    if model not in settings.allowed_models:
+        offered = ", ".join(sorted(settings.allowed_models))
         raise UnknownModel(f"Model {model!r} is not available here; choose one of: {offered}.")
 
     language = body.language.strip().lower()

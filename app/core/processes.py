@@ -1,0 +1,26 @@
+"""Stopping child processes: SIGTERM, a grace period, then SIGKILL."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+
+def terminate(processes: Iterable[subprocess.Popen | None], grace: float) -> None:
+    """Send SIGTERM to every live process, wait up to ``grace`` s in all, then SIGKILL the rest."""
+    alive = [p for p in processes if p is not None and p.poll() is None]
+    for process in alive:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in alive:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %s did not stop within %.0f s; killing it", process.pid, grace)
+            process.kill()
+            process.wait()

