@@ -1,16 +1,22 @@
-"""The HTTP API: submit, status, cancel, transcripts, batches, the caller's account, admin listing."""
+"""The HTTP API: submit, status, cancel, transcripts, batches, the caller's account, admin listing.
+
+Every answer is one of the models of ``app.core.schemas``; ``@operation`` tells the OpenAPI
+document which (``app.openapi``).
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request, url_for
+from pydantic import BaseModel
 
-from app.core import batches
 from app.auth import add_response_headers, admin_only, authenticated, current_user
+from app.core import batches, schemas
 from app.core.errors import InvalidJSON, NotFound, UnknownFormat
 from app.core.formats import FORMATS
 from app.core.jobs import cancel_job, describe_job, fetch_owned_job, queue_for_tier, submit_transcription
-from app.extensions import services
 from app.core.validation import parse_submit
+from app.extensions import services
+from app.openapi import Parameter, operation
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -26,6 +32,11 @@ def _limit_body():
 bp.after_request(add_response_headers)
 
 
+def document(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None):
+    """An answer: ``model`` as JSON (fields that only some states have are left out in the others)."""
+    return model.model_dump(mode="json", exclude_unset=True), status, headers or {}
+
+
 def _json_body(example: str):
     payload = request.get_json(force=True, silent=True)
     if payload is None:
@@ -33,10 +44,17 @@ def _json_body(example: str):
     return payload
 
 
+IDEMPOTENCY_KEY = Parameter("Idempotency-Key", "header", (
+    "Your id for this request (1-255 visible ASCII characters): the same key again returns the same job."),
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"})
+
+
 @bp.post("/transcribe/async/submit")
+@operation("Submit a video for transcription", {202: schemas.Accepted}, body=schemas.SubmitBody,
+           errors=(422,), parameters=(IDEMPOTENCY_KEY,))
 @authenticated
 def submit():
-    """Accept a video for transcription; answer at once with the job id."""
+    """Accept a video; answer at once with the job's id and where to poll its status."""
     svc = services()
     transcription = parse_submit(_json_body('{"youtube_url": "..."}'), svc.settings)
     user = current_user()
@@ -48,37 +66,45 @@ def submit():
     if idempotency_key is not None:
         headers["Idempotent-Replayed"] = "true" if submission.replayed else "false"
     status_url = url_for("api.status", job_id=job.id)
-    body = {
-        "job_id": job.id,
-        "status": "accepted",
-        "queue": job.origin,
-        "message": f"Transcription of {transcription.video.url} is queued on the {job.origin} queue.",
-        "status_url": status_url,
-    }
-    return body, 202, {"Location": status_url, **headers}
+    accepted = schemas.Accepted(
+        job_id=job.id, status="accepted", queue=job.origin, status_url=status_url,
+        message=f"Transcription of {transcription.video.url} is queued on the {job.origin} queue.")
+    return document(accepted, 202, {"Location": status_url, **headers})
 
 
 @bp.get("/transcribe/async/status/<job_id>")
+@operation("A job's status", {200: schemas.JobStatus}, errors=(404,))
 @authenticated
 def status(job_id: str):
-    job = fetch_owned_job(services().redis, job_id, current_user())
-    return describe_job(job)
+    """Stage, progress and attempts; the result once completed, the error once failed."""
+    return document(describe_job(fetch_owned_job(services().redis, job_id, current_user())))
 
 
 @bp.delete("/transcribe/async/cancel/<job_id>")
+@operation("Cancel a job", {200: schemas.CancelAnswer, 202: schemas.CancelAnswer}, errors=(404, 409))
 @authenticated
 def cancel(job_id: str):
+    """A queued job never runs (200, cancelled); a running one is being stopped (202, processing)."""
     svc = services()
     job = fetch_owned_job(svc.redis, job_id, current_user())
     status = cancel_job(svc.redis, job)
     if status == "cancelled":
-        return {"job_id": job.id, "status": "cancelled", "message": "The job is cancelled."}
-    return {"job_id": job.id, "status": status, "message": "The running job is being stopped."}, 202
+        return document(schemas.CancelAnswer(job_id=job.id, status="cancelled", message="The job is cancelled."))
+    return document(schemas.CancelAnswer(job_id=job.id, status=status, message="The running job is being stopped."),
+                    202)
+
+
+FORMAT = Parameter("format", "query", "json (default), txt, srt or vtt.",
+                   {"type": "string", "enum": list(FORMATS), "default": "json"})
 
 
 @bp.get("/transcriptions/<transcription_id>")
+@operation("A transcript", {200: {"application/json": schemas.Transcript, "text/plain": str,
+                                  "application/x-subrip": str, "text/vtt": str}},
+           errors=(400, 404), parameters=(FORMAT,))
 @authenticated
 def transcription(transcription_id: str):
+    """The transcript as JSON, plain text (a segment a line), SRT or WebVTT subtitles."""
     fmt = request.args.get("format", "json").lower()
     if fmt not in FORMATS:
         raise UnknownFormat(f"Format {fmt!r} is not offered; choose one of: {', '.join(FORMATS)}.")
@@ -91,59 +117,66 @@ def transcription(transcription_id: str):
 
 
 @bp.post("/transcribe/async/batch")
+@operation("Submit several videos", {202: schemas.BatchAccepted}, body=schemas.BatchBody)
 @authenticated
 def submit_batch():
-    """Accept several videos; each becomes its own job on the batch queue."""
+    """Each video becomes its own job on the batch queue; one quota unit each, all or none."""
     svc = services()
     user = current_user()
     requests = batches.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
     submitted = batches.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
     record = submitted["record"]
     status_url = url_for("api.batch_status", batch_id=record["batch_id"])
-    body = {"batch_id": record["batch_id"], "status": "accepted", "queue": "batch", "total": len(requests),
-            "job_ids": record["job_ids"], "status_url": status_url,
-            "message": f"{len(requests)} videos are queued on the batch queue."}
-    return body, 202, {"Location": status_url, **submitted["quota"].headers()}
+    accepted = schemas.BatchAccepted(
+        batch_id=record["batch_id"], status="accepted", queue="batch", total=len(requests),
+        job_ids=record["job_ids"], status_url=status_url,
+        message=f"{len(requests)} videos are queued on the batch queue.")
+    return document(accepted, 202, {"Location": status_url, **submitted["quota"].headers()})
 
 
 @bp.get("/transcribe/async/batch/<batch_id>")
+@operation("A batch's progress and each video's status", {200: schemas.BatchStatus}, errors=(404,))
 @authenticated
 def batch_status(batch_id: str):
     connection = services().redis
-    return batches.describe_batch(connection, batches.fetch_owned_batch(connection, batch_id, current_user()))
+    return document(batches.describe_batch(connection, batches.fetch_owned_batch(connection, batch_id,
+                                                                                  current_user())))
 
 
 @bp.delete("/transcribe/async/batch/<batch_id>")
+@operation("Cancel a batch's videos that have not ended", {200: schemas.BatchCancelled}, errors=(404,))
 @authenticated
 def batch_cancel(batch_id: str):
     connection = services().redis
     record = batches.fetch_owned_batch(connection, batch_id, current_user())
     cancelled = batches.cancel_batch(connection, record)
-    return {"batch_id": batch_id, "cancelled": cancelled,
-            "message": f"{cancelled} videos that had not ended are cancelled or being stopped."}
+    return document(schemas.BatchCancelled(
+        batch_id=batch_id, cancelled=cancelled,
+        message=f"{cancelled} videos that had not ended are cancelled or being stopped."))
 
 
 @bp.get("/me")
+@operation("The key's user, tier and usage", {200: schemas.Me})
 @authenticated
 def me():
     """Who the key belongs to, and where the user stands this month."""
     svc = services()
     user = current_user()
     quota = svc.quota.usage(user)
-    body = {
-        "id": user.id, "email": user.email, "tier": user.tier, "role": user.role,
-        "quota": quota.to_dict(),
-        "rate_limit_per_minute": svc.settings.rate_limit_for(user.tier),
-        "max_video_duration": svc.settings.max_duration_for(user.tier),
-        "queue": queue_for_tier(user.tier),
-    }
-    return body, 200, quota.headers()
+    return document(schemas.Me(
+        id=user.id, email=user.email, tier=user.tier, role=user.role, quota=quota.document(),
+        rate_limit_per_minute=svc.settings.rate_limit_for(user.tier),
+        max_video_duration=svc.settings.max_duration_for(user.tier), queue=queue_for_tier(user.tier),
+    ), headers=quota.headers())
 
 
 @bp.get("/admin/users")
+@operation("Every user with this month's usage (admins only)", {200: schemas.AdminUsers}, errors=(403,))
 @admin_only
 def admin_users():
-    """Every user with this month's usage (admins only)."""
     svc = services()
-    return {"users": [{**user.to_dict(), "quota": svc.quota.usage(user).to_dict(),
-                       "keys": len(svc.users.keys(user.id))} for user in svc.users.all()]}
+    return document(schemas.AdminUsers(users=[
+        schemas.AdminUser(id=user.id, email=user.email, tier=user.tier, role=user.role, quota_override=user.quota,
+                          created_at=schemas.from_epoch(user.created_at), quota=svc.quota.usage(user).document(),
+                          keys=len(svc.users.keys(user.id)))
+        for user in svc.users.all()]))

@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.core.errors import YtcaptionError
 from app.core.logs import configure_logging
 from app.core.jobs import QUEUE_NAMES
+from app.core.schemas import iso
 from app.core.settings import Settings
 from app.core.users import ROLES, TIERS
 
@@ -177,7 +178,7 @@ def users_usage(user: str) -> None:
     svc = _services()
     quota = svc.quota.usage(svc.users.find(user))
     click.echo(f"{quota.period}: {quota.used} of {quota.limit} jobs used, {quota.remaining} left; "
-               f"resets {quota.to_dict()['resets_at']}")
+               f"resets {iso(quota.resets_at)}")
 
 
 @cli.group()

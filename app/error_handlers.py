@@ -7,31 +7,38 @@ without a traceback in the body; the traceback goes to the log).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app.core import schemas
 from app.core.errors import ServiceUnavailable, YtcaptionError
 
 log = logging.getLogger(__name__)
 
 
+def _json(body: schemas.Error, status: int):
+    response = jsonify(body.model_dump(mode="json", exclude_unset=True))
+    response.status_code = status
+    return response
+
+
 def error_response(error: YtcaptionError):
-    response = jsonify({"error": error.code, "message": error.message, **error.details})
-    response.status_code = error.status
+    response = _json(schemas.Error(error=error.code, message=error.message, **error.details), error.status)
     response.headers.update(error.headers)
     return response
 
 
 def _http_error(exc: HTTPException):
     code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
-    response = jsonify({"error": code, "message": exc.description or exc.name})
-    response.status_code = exc.code or 500
+    message = exc.description or exc.name
+    if exc.code == 413 and request.max_content_length:
+        message = f"The request body is larger than {request.max_content_length // 1024} KiB, the most accepted here."
+    response = _json(schemas.Error(error=code, message=message), exc.code or 500)
     headers = dict(exc.get_headers())
     for name in ("Allow", "Retry-After"):
         if name in headers:
@@ -52,7 +59,8 @@ def _unexpected(exc: Exception):
 def _json_redirect(response):
     """Werkzeug's own redirects (``/rq`` to ``/rq/``, ``//`` to ``/``) answer JSON like everything else."""
     if 300 <= response.status_code < 400 and response.mimetype == "text/html" and "Location" in response.headers:
-        response.set_data(json.dumps({"error": "moved", "message": f"This is at {response.headers['Location']}."}))
+        moved = schemas.Error(error="moved", message=f"This is at {response.headers['Location']}.")
+        response.set_data(moved.model_dump_json(exclude_unset=True))
         response.mimetype = "application/json"
     return response
 

@@ -1,108 +1,149 @@
-"""The OpenAPI 3.0 description of the API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 document at ``/openapi.json``, made from the routes and the pydantic models.
+
+Each view says what it takes and answers with ``@operation(...)``; the paths come from Flask's URL
+map and the schemas from ``app.core.schemas`` (the models that validate the requests and shape
+the answers), so the document cannot drift from the API. A test runs schemathesis against it.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, current_app
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app.core import schemas
 
 bp = Blueprint("openapi", __name__)
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+#: The errors every authenticated operation may answer: no or a bad key, the rate limit, Redis down.
+AUTH_ERRORS = (401, 429, 503)
+#: And every operation that reads a JSON body: a bad one, or one over the size limit.
+BODY_ERRORS = (400, 413)
+_ERROR_TEXT = {400: "Bad request", 401: "No valid API key", 403: "Not an admin", 404: "Not found (or not yours)",
+               409: "Conflict", 413: "Body too large", 422: "Idempotency-Key reused", 429: "Too many requests",
+               503: "Redis unreachable; retry after Retry-After seconds"}
 
 
-def _errors(*codes: int) -> dict:
-    return {str(code): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}}
-            for code in codes}
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    where: str  # "query" or "header"
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
 
 
-def _json(schema: dict, description: str = "OK") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    #: status -> the model of the answer, or {media type: model or str (a text body)}
+    responses: dict[int, type[BaseModel] | dict[str, type[BaseModel] | type[str]]]
+    body: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+    authenticated: bool = True
 
 
-SPEC = {
-    "openapi": "3.0.3",
-    "info": {"title": "ytcaption", "version": "1", "description": "Transcribe YouTube videos with Whisper."},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {"type": "object", "required": ["error", "message"],
-                      "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
-            "SubmitRequest": {
-                "type": "object", "required": ["youtube_url"], "additionalProperties": False,
-                "properties": {"youtube_url": {"type": "string"}, "language": {"type": "string"},
-                               "model": {"type": "string"}},
-            },
-            "Accepted": {"type": "object", "required": ["job_id", "status", "queue", "message", "status_url"],
-                         "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
-                                        "queue": {"type": "string"}, "message": {"type": "string"},
-                                        "status_url": {"type": "string"}}},
-            "Status": {"type": "object", "required": ["job_id", "status", "progress", "stage"],
-                       "properties": {"job_id": {"type": "string"},
-                                      "status": {"type": "string", "enum": ["pending", "processing", "completed",
-                                                                            "failed", "cancelled"]},
-                                      "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-                                      "stage": {"type": "string"}}},
-        },
-    },
-    "security": [{"bearer": []}],
-    "paths": {
-        "/api/v1/transcribe/async/submit": {"post": {
-            "summary": "Submit a video for transcription",
-            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                            "schema": {"type": "string"}}],
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/SubmitRequest"}}}},
-            "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
-                          **_errors(400, 401, 413, 422, 429, 503)},
-        }},
-        "/api/v1/transcribe/async/status/{job_id}": {"get": {
-            "summary": "A job's status", "parameters": [_JOB_ID],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Status"}), **_errors(401, 404, 429, 503)},
-        }},
-        "/api/v1/transcribe/async/cancel/{job_id}": {"delete": {
-            "summary": "Cancel a job", "parameters": [_JOB_ID],
-            "responses": {"200": _json({"type": "object"}), "202": _json({"type": "object"}, "Stopping"),
-                          **_errors(401, 404, 409, 429, 503)},
-        }},
-        "/api/v1/transcriptions/{transcription_id}": {"get": {
-            "summary": "A transcript",
-            "parameters": [{"name": "transcription_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                           {"name": "format", "in": "query", "required": False,
-                            "schema": {"type": "string", "enum": ["json", "txt", "srt", "vtt"]}}],
-            "responses": {"200": {"description": "The transcript", "content": {
-                "application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}},
-                "application/x-subrip": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}}}},
-                **_errors(400, 401, 404, 429, 503)},
-        }},
-        "/api/v1/transcribe/async/batch": {"post": {
-            "summary": "Submit several videos",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["videos"], "additionalProperties": False,
-                "properties": {"videos": {"type": "array",
-                                          "items": {"$ref": "#/components/schemas/SubmitRequest"}}}}}}},
-            "responses": {"202": _json({"type": "object"}, "Accepted"), **_errors(400, 401, 413, 429, 503)},
-        }},
-        "/api/v1/transcribe/async/batch/{batch_id}": {
-            "get": {"summary": "A batch's progress and each video's status",
-                    "parameters": [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 429, 503)}},
-            "delete": {"summary": "Cancel a batch's videos that have not ended",
-                       "parameters": [{"name": "batch_id", "in": "path", "required": True,
-                                       "schema": {"type": "string"}}],
-                       "responses": {"200": _json({"type": "object"}), **_errors(401, 404, 429, 503)}},
-        },
-        "/api/v1/me": {"get": {"summary": "The key's user, tier and usage",
-                               "responses": {"200": _json({"type": "object"}), **_errors(401, 429, 503)}}},
-        "/api/v1/admin/users": {"get": {"summary": "Every user with usage (admin)",
-                                        "responses": {"200": _json({"type": "object"}),
-                                                      **_errors(401, 403, 429, 503)}}},
-        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
-        "/readyz": {"get": {"summary": "Readiness (Redis reachable)", "security": [],
-                            "responses": {"200": _json({"type": "object"}), **_errors(503)}}},
-    },
-}
+def operation(summary: str, responses: dict, *, body: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
+              parameters: tuple[Parameter, ...] = (), authenticated: bool = True) -> Callable:
+    """Describe a view for the OpenAPI document (its docstring becomes the description)."""
+
+    def describe(view: Callable) -> Callable:
+        view.openapi = Operation(summary, responses, body, errors, parameters, authenticated)
+        return view
+
+    return describe
+
+
+def build(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of ``app``'s documented routes."""
+    operations = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        view = app.view_functions[rule.endpoint]
+        if isinstance(getattr(view, "openapi", None), Operation):
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                operations.append((rule, method.lower(), view))
+
+    models = {schemas.Error}
+    for _, _, view in operations:
+        spec: Operation = view.openapi
+        models.update(model for answer in spec.responses.values() for model in _models(answer))
+        if spec.body:
+            models.add(spec.body)
+    _, definitions = models_json_schema([(model, "validation" if model in _request_models(operations) else
+                                          "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+                                        ref_template="#/components/schemas/{model}")
+
+    components = definitions.get("$defs", {})
+    # The models this server offers are settings, not part of the model: say which they are.
+    offered = sorted(app.extensions["ytcaption"].settings.allowed_models)
+    components["SubmitBody"]["properties"]["model"]["anyOf"][0]["enum"] = offered
+
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, method, view in operations:
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        paths.setdefault(path, {})[method] = _operation(view, rule.arguments)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ytcaption", "version": "1",
+                 "description": "Transcribe YouTube videos with Whisper: submit, poll, fetch the transcript."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": components},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _operation(view: Callable, arguments: set[str]) -> dict[str, Any]:
+    spec: Operation = view.openapi
+    document: dict[str, Any] = {"summary": spec.summary, "operationId": view.__name__}
+    if view.__doc__:
+        document["description"] = view.__doc__.strip()
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in sorted(arguments)]
+    parameters += [{"name": p.name, "in": p.where, "required": False, "description": p.description,
+                    "schema": p.schema} for p in spec.parameters]
+    if parameters:
+        document["parameters"] = parameters
+    if spec.body is not None:
+        document["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
+    responses = {str(status): _response(answer) for status, answer in spec.responses.items()}
+    errors = set(spec.errors) | (set(AUTH_ERRORS) if spec.authenticated else set())
+    if spec.body is not None:
+        errors |= set(BODY_ERRORS)
+    for status in sorted(errors):
+        responses[str(status)] = {"description": _ERROR_TEXT[status],
+                                  "content": {"application/json": {"schema": _ref(schemas.Error)}}}
+    document["responses"] = responses
+    if not spec.authenticated:
+        document["security"] = []
+    return document
+
+
+def _response(answer) -> dict[str, Any]:
+    content = answer if isinstance(answer, dict) else {"application/json": answer}
+    return {"description": "OK", "content": {
+        media: {"schema": {"type": "string"} if model is str else _ref(model)} for media, model in content.items()}}
+
+
+def _models(answer) -> list[type[BaseModel]]:
+    content = answer if isinstance(answer, dict) else {"application/json": answer}
+    return [model for model in content.values() if model is not str]
+
+
+def _request_models(operations) -> set[type[BaseModel]]:
+    return {view.openapi.body for _, _, view in operations if view.openapi.body is not None}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return SPEC
+    """The OpenAPI 3.1 description of the API."""
+    return build(current_app)

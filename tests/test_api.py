@@ -280,5 +280,5 @@ def test_status_describes_one_consistent_snapshot_of_the_job(client, make_user, 
     snapshot = Job.fetch(job_id, connection=redis)
     Job.fetch(job_id, connection=redis).set_status(JobStatus.FINISHED)  # meanwhile, elsewhere
     body = describe_job(snapshot)
-    assert (body["status"], body["ended_at"]) == ("pending", None)
+    assert (body.status, body.ended_at) == ("pending", None)
     assert status(client, headers, job_id)["status"] == "completed"  # the next poll sees the end

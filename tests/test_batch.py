@@ -51,7 +51,7 @@ def test_quota_is_charged_per_video_all_or_nothing(make_user, config, monkeypatc
 
 
 @pytest.mark.parametrize("payload, code, words", [
-    ({"videos": []}, "validation_error", "1 to 10 videos"),
+    ({"videos": []}, "validation_error", "videos: List should have at least 1 item"),
     ({"videos": [{"youtube_url": "https://youtu.be/dQw4w9WgXcQ"}] * 11}, "validation_error", "got 11"),
     ({"videos": "x"}, "validation_error", "videos"),
     ({}, "validation_error", "videos"),

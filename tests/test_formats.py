@@ -1,3 +1,4 @@
+import json
 import re
 
 from app.core.formats import FORMATS, to_srt, to_txt, to_vtt
@@ -32,7 +33,14 @@ def test_end_before_start_is_clamped():
     assert "00:00:05,000 --> 00:00:05,000" in to_srt([{"start": 5, "end": 4, "text": "x"}])
 
 
-def test_json_hides_the_owner():
+def test_json_hides_the_owner_and_writes_times_in_iso_8601():
     content_type, render = FORMATS["json"]
     assert content_type == "application/json"
-    assert "user_id" not in render({"user_id": "u1", "segments": [], "text": ""})
+    record = {"transcription_id": "j1", "job_id": "j1", "user_id": "u1", "source_url": "https://youtu.be/x",
+              "video_id": None, "title": None, "language": "en", "duration": 1.5, "model": "tiny.en",
+              "text": "Hi.", "segments": [{"id": 0, "start": 0.0, "end": 1.5, "text": "Hi."}],
+              "created_at": 1764439808.25}
+    document = json.loads(render(record))
+    assert "user_id" not in document
+    assert document["created_at"] == "2025-11-29T18:10:08.250000Z"
+    assert document["segments"] == record["segments"]

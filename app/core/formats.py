@@ -1,14 +1,15 @@
 """Render a stored transcript as json, txt, srt or vtt.
 
-Pure functions over the transcript record (see ``app.transcripts``), so the API renders
+Pure functions over the transcript record (see ``app.core.transcripts``), so the API renders
 formats without importing anything from the worker's ML stack.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from app.core.schemas import Transcript, from_epoch
 
 Segment = Mapping[str, Any]
 
@@ -54,8 +55,11 @@ def to_txt(segments: Sequence[Segment]) -> str:
 
 
 def to_json(record: Mapping[str, Any]) -> str:
-    public = {key: value for key, value in record.items() if key != "user_id"}
-    return json.dumps(public, ensure_ascii=False)
+    """The transcript document (``schemas.Transcript``): the stored record without its owner."""
+    created = record["created_at"]
+    document = Transcript.model_validate(
+        {**record, "created_at": from_epoch(created) if isinstance(created, int | float) else created})
+    return document.model_dump_json()
 
 
 #: format name -> (content type, renderer of the whole record)

@@ -16,7 +16,6 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -27,6 +26,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 
+from app.core import schemas
 from app.core.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
 from app.core.quota import Quota, QuotaLedger, refund
 from app.core.settings import Settings
@@ -203,7 +203,7 @@ def public_status(job: Job, status: JobStatus | None = None) -> str:
     return "failed"
 
 
-def describe_job(job: Job) -> dict[str, Any]:
+def describe_job(job: Job) -> schemas.JobStatus:
     """The status document of ``GET /status/<job_id>``."""
     # The status read with the rest of the record: a fresh one could say finished beside a stale ended_at.
     rq_status = job.get_status(refresh=False)
@@ -220,9 +220,9 @@ def describe_job(job: Job) -> dict[str, Any]:
         "video_id": kwargs.get("video_id"),
         "language": kwargs.get("language") or "auto",
         "model": kwargs.get("model"),
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "ended_at": _iso(job.ended_at),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
     }
     # The attempt running now, or the next one while waiting for a retry, or the last one.
     attempt = meta.get("attempt", 1)
@@ -236,7 +236,7 @@ def describe_job(job: Job) -> dict[str, Any]:
     if rq_status == JobStatus.SCHEDULED:
         try:
             scheduled = Queue(job.origin, connection=job.connection).scheduled_job_registry.get_scheduled_time(job)
-            body.update(stage="waiting_retry", next_retry_at=_iso(scheduled))
+            body.update(stage="waiting_retry", next_retry_at=scheduled)
         except NoSuchJobError:  # the scheduler put it back on its queue a moment ago
             body["position"] = job.get_position()
     elif status == "pending":
@@ -252,7 +252,7 @@ def describe_job(job: Job) -> dict[str, Any]:
     elif status == "failed":
         body["stage"] = "failed"
         body["error"] = _failure(job)
-    return body
+    return schemas.JobStatus.model_validate(body)
 
 
 def cancel_job(connection: Redis, job: Job) -> str:
@@ -295,7 +295,3 @@ def _failure(job: Job) -> dict[str, str]:
     # something else (an ``rq worker`` without ytcaption's callbacks, say).
     return job.meta.get("error") or {
         "type": "worker_error", "message": "The job failed outside its own code; the worker's log has the details."}
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None

@@ -15,6 +15,7 @@ from redis import Redis
 from rq.job import Job
 
 from app.core.errors import QuotaExceeded, RateLimited
+from app.core.schemas import QuotaDocument, iso
 from app.core.settings import Settings
 from app.core.users import User
 
@@ -77,9 +78,9 @@ class Quota:
         return {"X-Quota-Limit": str(self.limit), "X-Quota-Remaining": str(self.remaining),
                 "X-Quota-Reset": str(int(self.resets_at.timestamp()))}
 
-    def to_dict(self) -> dict:
-        return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "period": self.period,
-                "resets_at": self.resets_at.isoformat().replace("+00:00", "Z")}
+    def document(self) -> QuotaDocument:
+        return QuotaDocument(limit=self.limit, used=self.used, remaining=self.remaining, period=self.period,
+                             resets_at=self.resets_at)
 
 
 class QuotaLedger:
@@ -107,8 +108,8 @@ class QuotaLedger:
         if not allowed:
             raise QuotaExceeded(
                 f"The monthly quota of {limit} jobs has {quota.remaining} left, {jobs} asked; "
-                f"it resets at {quota.to_dict()['resets_at']}.",
-                headers=quota.headers(), details={"quota": quota.to_dict()})
+                f"it resets at {iso(quota.resets_at)}.",
+                headers=quota.headers(), details={"quota": quota.document()})
         return quota
 
     @contextmanager

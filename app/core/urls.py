@@ -97,7 +97,8 @@ def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver |
     if host in allowed:
         return  # listed exactly: trusted as the operator wrote it
     if not any(host.endswith("." + parent) for parent in allowed) or _is_ip_literal(host):
-        raise HostNotAllowed(f"Host {host!r} is not allowed: only YouTube URLs are accepted here.")
+        accepted = "YouTube URLs and URLs on the hosts this server allows" if allowed else "YouTube URLs"
+        raise HostNotAllowed(f"Host {host!r} is not allowed: only {accepted} are accepted here.")
     _check_default_port(parts, host)
     try:
         addresses = (resolve or resolve_host)(host)

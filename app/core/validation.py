@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from app.core.errors import InvalidJSON, UnknownLanguage, UnknownModel, ValidationFailed
 from app.core.languages import AUTO, WHISPER_LANGUAGES
+from app.core.schemas import SubmitBody
 from app.core.settings import Settings
 from app.core.urls import VideoURL, parse_video_url
 
-
-class SubmitBody(BaseModel):
-    """Body of ``POST /api/v1/transcribe/async/submit``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    youtube_url: str
-    language: str = AUTO
-    model: str | None = None
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -33,15 +26,19 @@ class TranscriptionRequest:
     model: str  # the public model name
 
 
-def parse_submit(payload: Any, settings: Settings) -> TranscriptionRequest:
-    """Validate a decoded JSON payload; raise a ``BadRequest`` subclass naming the problem."""
+def parse_body(model: type[Model], payload: Any) -> Model:
+    """A decoded JSON payload as ``model``, or ``ValidationFailed`` naming every problem."""
     if not isinstance(payload, dict):
         raise InvalidJSON()
     try:
-        body = SubmitBody.model_validate(payload)
+        return model.model_validate(payload)
     except PydanticValidationError as exc:
         raise ValidationFailed(_describe(exc)) from None
-    return check_submit(body, settings)
+
+
+def parse_submit(payload: Any, settings: Settings) -> TranscriptionRequest:
+    """Validate a submit body; raise a ``BadRequest`` subclass naming the problem."""
+    return check_submit(parse_body(SubmitBody, payload), settings)
 
 
 def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:

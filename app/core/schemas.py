@@ -1,0 +1,258 @@
+"""Every document the API reads or writes, as a pydantic model.
+
+The same models validate request bodies, shape the answers (views dump them with
+``exclude_unset``, so a field given only in some states, like ``position``, is left out in the
+others) and make the OpenAPI document (``app.openapi``). Times are ISO 8601 in UTC
+(``2026-11-29T18:10:08.123456Z``) in every document.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+
+from app.core.languages import AUTO, WHISPER_LANGUAGES
+
+QueueName = Literal["express", "standard", "batch"]
+Tier = Literal["free", "pro", "enterprise"]
+JobState = Literal["pending", "processing", "completed", "failed", "cancelled"]
+Stage = Literal["queued", "waiting_retry", "starting", "downloading", "transcribing", "storing", "completed",
+                "failed", "cancelling", "cancelled"]
+
+
+def iso(moment: datetime) -> str:
+    """``moment`` as ISO 8601 in UTC, as every document writes it."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+#: A moment, written as ISO 8601 in UTC with a ``Z``.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(iso, return_type=str, when_used="json"),
+                      Field(json_schema_extra={"format": "date-time"})]
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Document(BaseModel):
+    """An answer of the API: exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoredDocument(BaseModel):
+    """An answer built from a record a worker stored: fields it does not know are dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class SubmitBody(Request):
+    """A video to transcribe."""
+
+    youtube_url: str = Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri"}, description=(
+        "A YouTube video URL in any common form, or a URL on a host the operator allows."),
+        examples=["https://www.youtube.com/watch?v=jNQXAC9IVRw"])
+    language: str = Field(AUTO, json_schema_extra={"enum": [AUTO, *sorted(WHISPER_LANGUAGES)]},
+                          description="`auto` (detect), or an ISO 639-1 code Whisper knows (an `.en` model: "
+                                      "`auto` or `en`).")
+    model: str | None = Field(None, description="One of the models this server offers (default: its default model).")
+
+
+class BatchBody(Request):
+    """Several videos, each its own job on the batch queue."""
+
+    videos: list[SubmitBody] = Field(min_length=1, description="At most the tier's `BATCH_MAX_*` videos.")
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class QuotaDocument(Document):
+    limit: int
+    used: int
+    remaining: int
+    period: str = Field(description="The calendar month (UTC), `YYYY-MM`.")
+    resets_at: Timestamp
+
+
+class Error(Document):
+    """Every error: a stable code and a sentence."""
+
+    error: str = Field(description="A stable, machine-readable code, e.g. `invalid_url`.")
+    message: str = Field(description="What went wrong, in one sentence.")
+    quota: QuotaDocument | None = Field(None, description="With `quota_exceeded`: the month's quota.")
+
+
+class Accepted(Document):
+    job_id: str
+    status: Literal["accepted"]
+    queue: QueueName
+    message: str
+    status_url: str
+
+
+class JobErrorDocument(Document):
+    type: str = Field(description="e.g. `video_unavailable`, `download_failed`, `worker_lost` (see docs/api.md).")
+    message: str
+
+
+class Timings(StoredDocument):
+    queued: float
+    download: float
+    model_load: float
+    transcribe: float
+    store: float
+
+
+class JobResult(StoredDocument):
+    transcription_id: str
+    processing_time: float
+    total_segments: int
+    language: str
+    duration: float
+    model: str
+    title: str | None
+    timings: Timings
+
+
+class JobStatus(Document):
+    """A job as its owner sees it."""
+
+    job_id: str
+    status: JobState
+    stage: Stage
+    progress: int = Field(ge=0, le=100)
+    queue: QueueName
+    youtube_url: str | None
+    video_id: str | None
+    language: str
+    model: str | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
+    attempt: int = Field(description="The attempt running now, the next one while waiting for a retry, or the last.")
+    max_attempts: int
+    position: int | None = Field(None, description="While pending: jobs ahead of it in its queue.")
+    next_retry_at: Timestamp | None = Field(None, description="While waiting for a retry.")
+    last_error: JobErrorDocument | None = Field(None, description="Pending or processing after a failed attempt.")
+    result: JobResult | None = Field(None, description="Once completed.")
+    error: JobErrorDocument | None = Field(None, description="Once failed.")
+
+
+class CancelAnswer(Document):
+    job_id: str
+    status: Literal["cancelled", "processing"]
+    message: str
+
+
+class Segment(StoredDocument):
+    id: int
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(StoredDocument):
+    """A transcript (``format=json``)."""
+
+    transcription_id: str
+    job_id: str
+    source_url: str
+    video_id: str | None
+    title: str | None
+    language: str
+    duration: float
+    model: str
+    text: str
+    segments: list[Segment]
+    created_at: Timestamp
+
+
+class BatchAccepted(Document):
+    batch_id: str
+    status: Literal["accepted"]
+    queue: Literal["batch"]
+    total: int
+    job_ids: list[str]
+    status_url: str
+    message: str
+
+
+class BatchVideo(JobStatus):
+    index: int
+
+
+class ExpiredVideo(Document):
+    """A video of the batch whose job record has expired (``RESULT_TTL``)."""
+
+    index: int
+    job_id: str
+    status: Literal["expired"]
+    progress: Literal[100]
+
+
+class BatchCounts(Document):
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    expired: int
+
+
+class BatchStatus(Document):
+    batch_id: str
+    status: Literal["pending", "processing", "completed", "cancelled"]
+    progress: int = Field(ge=0, le=100)
+    total: int
+    counts: BatchCounts
+    videos: list[BatchVideo | ExpiredVideo]
+
+
+class BatchCancelled(Document):
+    batch_id: str
+    cancelled: int
+    message: str
+
+
+class Me(Document):
+    id: str
+    email: str
+    tier: Tier
+    role: Literal["user", "admin"]
+    quota: QuotaDocument
+    rate_limit_per_minute: int
+    max_video_duration: int
+    queue: QueueName
+
+
+class AdminUser(Document):
+    id: str
+    email: str
+    tier: Tier
+    role: Literal["user", "admin"]
+    quota_override: int | None = Field(description="Jobs per month instead of the tier's, if set.")
+    created_at: Timestamp
+    quota: QuotaDocument
+    keys: int
+
+
+class AdminUsers(Document):
+    users: list[AdminUser]
+
+
+class Health(Document):
+    status: Literal["ok"]
+
+
+class Ready(Document):
+    status: Literal["ready"]
