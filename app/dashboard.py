@@ -8,7 +8,7 @@ ytcaption process.
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, redirect, request
 
 from app.core.errors import Unauthorized
 from app.extensions import services
@@ -32,14 +32,23 @@ def init_app(app: Flask, redis_url: str) -> None:
 
     @app.before_request
     def _admins_only():
-        if request.blueprint != rq_dashboard.blueprint.name:
-            return None
-        if request.authorization and request.authorization.type == "basic":
-            api_key = request.authorization.password or ""
-        else:
-            scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
-            api_key = api_key if scheme.lower() == "bearer" else ""
-        found = services().users.authenticate(api_key.strip()) if api_key else None
-        if found is None or not found[0].is_admin:
-            raise DashboardUnauthorized()
-        return None
+        if request.blueprint == rq_dashboard.blueprint.name:
+            _check_admin()
+
+    @app.get(PREFIX)
+    def dashboard_without_slash():
+        """``/rq`` as typed: sign in here, then on to ``/rq/``. Redirected first, a browser would be
+        asked for the password at ``/rq/`` and forget the one in the URL (``http://admin:KEY@host/rq``)."""
+        _check_admin()
+        return redirect(PREFIX + "/", 308)
+
+
+def _check_admin() -> None:
+    if request.authorization and request.authorization.type == "basic":
+        api_key = request.authorization.password or ""
+    else:
+        scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
+        api_key = api_key if scheme.lower() == "bearer" else ""
+    found = services().users.authenticate(api_key.strip()) if api_key else None
+    if found is None or not found.user.is_admin:
+        raise DashboardUnauthorized()

@@ -1,9 +1,10 @@
 """``ytcaption up``: the whole stack in the foreground, stopped cleanly by Ctrl-C.
 
-Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn, one worker
-on all queues and the scheduler. Children run in their own sessions so that Ctrl-C reaches only this process,
-which then stops them in order: API and worker first (the worker finishes its current job),
-Redis last.
+Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn, one worker on all
+queues and the scheduler, each with this process's settings. Children run in their own sessions
+so that Ctrl-C reaches only this process, which then stops them: API, worker and scheduler get
+SIGTERM (the worker's job may finish within ``WORKER_SHUTDOWN_GRACE``, else goes back to its
+queue); a second Ctrl-C is passed on, so the worker hands its job back at once; Redis stops last.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import subprocess
 import sys
 import time
 
-from app.core.processes import terminate
 from app.core.redis_server import RedisServer
 from app.core.settings import Settings
 
 log = logging.getLogger("ytcaption.up")
 
-#: Seconds the API and worker get to finish after Ctrl-C before they are killed.
-GRACE_SECONDS = 60
+#: Seconds the processes get, beyond the worker's grace period, before they are killed.
+STOP_SLACK = 10
 
 
 def commands(settings: Settings, host: str) -> dict[str, list[str]]:
@@ -36,18 +36,18 @@ def commands(settings: Settings, host: str) -> dict[str, list[str]]:
 
 
 def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
-    env = dict(os.environ)
     redis = None
     if settings.redis_url is None:
         redis = RedisServer(settings.data_dir.resolve(), unix_socket=settings.embedded_redis_socket)
         redis.start()
-        env["REDIS_URL"] = redis.url
+        settings = settings.model_copy(update={"redis_url": redis.url})
         log.info("embedded Redis %s (append-only file in %s)", redis.url, redis.directory)
+    env = {**os.environ, **settings.to_environ()}  # the children run with exactly these settings
 
-    stop_requested = []
+    stop_signals: list[int] = []
 
     def request_stop(signum, frame):
-        stop_requested.append(signum)
+        stop_signals.append(signum)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -59,7 +59,7 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
             processes[name] = subprocess.Popen(command, env=env, start_new_session=True)
             log.info("started %s (pid %s)", name, processes[name].pid)
         log.info("ytcaption is up: API on http://%s:%s (Ctrl-C stops everything)", host, settings.port)
-        while not stop_requested:
+        while not stop_signals:
             exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
             if exited:
                 log.error("%s exited (%s); stopping the stack", ", ".join(exited), exited)
@@ -67,9 +67,30 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
                 break
             time.sleep(0.2)
     finally:
-        log.info("stopping %s", ", ".join(processes))
-        terminate(processes.values(), GRACE_SECONDS)
+        _stop(processes, stop_signals, settings.worker_shutdown_grace + STOP_SLACK)
         if redis is not None:
             redis.stop()
             log.info("embedded Redis stopped")
     return exit_code
+
+
+def _stop(processes: dict[str, subprocess.Popen], stop_signals: list[int], grace: float) -> None:
+    """SIGTERM to every process; each further stop signal is passed on; SIGKILL after ``grace`` s."""
+    log.info("stopping %s (Ctrl-C again: the worker hands its job back at once)", ", ".join(processes))
+    seen = len(stop_signals)
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(p.poll() is None for p in processes.values()):
+        if len(stop_signals) > seen:  # Ctrl-C again
+            seen = len(stop_signals)
+            for process in processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+    for name, process in processes.items():
+        if process.poll() is None:
+            log.warning("%s did not stop within %.0f s; killing it", name, grace)
+            process.kill()
+            process.wait()

