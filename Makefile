@@ -29,7 +29,7 @@ test: install-test
 
 # Regenerate the tables in docs/ from the code and the last benchmark (a test fails when they are stale).
 docs: install-test
-	$(VENV)/bin/cog -r -I docs docs/*.md
+	$(VENV)/bin/cog -r -I docs -I . docs/*.md
 
 # The benchmark (docs/performance.md): `make bench`, or `make bench ARGS=--quick` as CI runs it.
 # wrk, the HTTP load tool, is Debian's package; without it the bench uses a slower Python one.

@@ -13,7 +13,13 @@ from app.auth import add_response_headers, admin_only, authenticated, current_us
 from app.core import batches, schemas
 from app.core.errors import InvalidJSON, NotFound, UnknownFormat
 from app.core.formats import FORMATS
-from app.core.jobs import cancel_job, describe_job, fetch_owned_job, queue_for_tier, submit_transcription
+from app.core.jobs import (
+    cancel_job,
+    describe_job,
+    fetch_owned_job,
+    queue_for_tier,
+    submit_transcription,
+)
 from app.core.validation import parse_submit
 from app.extensions import services
 from app.openapi import Parameter, operation

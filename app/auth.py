@@ -8,8 +8,8 @@ from functools import wraps
 from flask import g, request
 
 from app.core.errors import Forbidden, Unauthorized
-from app.extensions import services
 from app.core.users import User
+from app.extensions import services
 
 
 def authenticated(view):

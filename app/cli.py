@@ -10,8 +10,8 @@ import click
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.core.errors import YtcaptionError
-from app.core.logs import configure_logging
 from app.core.jobs import QUEUE_NAMES
+from app.core.logs import configure_logging
 from app.core.schemas import iso
 from app.core.settings import Settings
 from app.core.users import ROLES, TIERS
@@ -49,7 +49,11 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API binds to.")
 @_friendly_errors
 def up(host: str) -> None:
-    """Start Redis (embedded unless REDIS_URL is set), the API and a worker; Ctrl-C stops all."""
+    """Start Redis (embedded unless REDIS_URL is set), the API, a worker and the scheduler; Ctrl-C stops all.
+
+    A running job may finish within WORKER_SHUTDOWN_GRACE seconds, else goes back to its queue;
+    Ctrl-C again sends it back at once.
+    """
     from app.stack import run_stack
 
     sys.exit(run_stack(_settings(), host=host))
@@ -70,7 +74,9 @@ def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str
     if unknown:
         raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}",
                                  param_hint="QUEUES")
-    from workers.worker import run  # the worker side (yt-dlp, the engine host) is imported only here
+    from workers.worker import (
+        run,  # the worker side (yt-dlp, the engine host) is imported only here
+    )
 
     run(_settings(), queues or QUEUE_NAMES, burst=burst, max_jobs=max_jobs, name=name)
 

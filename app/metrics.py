@@ -12,17 +12,42 @@ from __future__ import annotations
 
 import hmac
 import os
+from dataclasses import dataclass
 
 from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 from redis import Redis
 from rq import Queue, Worker
 
+from app.core import stats
 from app.core.errors import Unauthorized
 from app.core.jobs import QUEUE_NAMES
-from app.core.stats import BUCKETS, COMPLETED, DURATION, SUBMITTED, bound_label
+
+
+@dataclass(frozen=True)
+class JobMetric:
+    name: str
+    kind: str  # counter, histogram or gauge
+    labels: tuple[str, ...]
+    help: str
+
+
+#: The job metrics /metrics serves (docs/api.md lists them from here).
+SUBMITTED = JobMetric("ytcaption_jobs_submitted", "counter", ("queue", "task_name"), "Jobs accepted by the API.")
+COMPLETED = JobMetric("ytcaption_jobs_completed", "counter", ("queue", "status"),
+                      "Jobs that ended: finished, failed (for good, after retries) or cancelled.")
+RUN_TIME = JobMetric("ytcaption_job_duration_seconds", "histogram", ("task_name",),
+                     "Run time of jobs that ended (buckets 1 s to 1 h).")
+QUEUE_LENGTH = JobMetric("ytcaption_queue_length", "gauge", ("queue",), "Jobs waiting in each queue.")
+ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
+JOB_METRICS = (SUBMITTED, COMPLETED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS)
+
 
 class JobCollector(Collector):
     """Reads the job metrics from Redis and RQ when Prometheus scrapes."""
@@ -31,29 +56,26 @@ class JobCollector(Collector):
         self.connection = connection
 
     def collect(self):
-        submitted = CounterMetricFamily("ytcaption_jobs_submitted", "Jobs accepted by the API.",
-                                        labels=["queue", "task_name"])
-        for field, value in self.connection.hgetall(SUBMITTED).items():
+        submitted = CounterMetricFamily(SUBMITTED.name, SUBMITTED.help, labels=SUBMITTED.labels)
+        for field, value in self.connection.hgetall(stats.SUBMITTED).items():
             submitted.add_metric(field.decode().split("|"), int(value))
         yield submitted
 
-        completed = CounterMetricFamily("ytcaption_jobs_completed", "Jobs that ended, by final status.",
-                                        labels=["queue", "status"])
-        for field, value in self.connection.hgetall(COMPLETED).items():
+        completed = CounterMetricFamily(COMPLETED.name, COMPLETED.help, labels=COMPLETED.labels)
+        for field, value in self.connection.hgetall(stats.COMPLETED).items():
             completed.add_metric(field.decode().split("|"), int(value))
         yield completed
 
-        duration = HistogramMetricFamily("ytcaption_job_duration_seconds", "Run time of jobs that ended.",
-                                         labels=["task_name"])
-        for key in self.connection.scan_iter(DURATION.format("*")):
+        duration = HistogramMetricFamily(RUN_TIME.name, RUN_TIME.help, labels=RUN_TIME.labels)
+        for key in self.connection.scan_iter(stats.DURATION.format("*")):
             fields = {k.decode(): v for k, v in self.connection.hgetall(key).items()}
-            buckets = [(bound_label(bound), int(fields.get(bound_label(bound), 0))) for bound in BUCKETS]
+            buckets = [(stats.bound_label(bound), int(fields.get(stats.bound_label(bound), 0)))
+                       for bound in stats.BUCKETS]
             duration.add_metric([key.decode().rsplit(":", 1)[-1]], buckets, float(fields.get("sum", 0)))
         yield duration
 
-        lengths = GaugeMetricFamily("ytcaption_queue_length", "Jobs waiting in each queue.", labels=["queue"])
-        workers = GaugeMetricFamily("ytcaption_active_workers", "Workers listening to each queue.",
-                                    labels=["queue"])
+        lengths = GaugeMetricFamily(QUEUE_LENGTH.name, QUEUE_LENGTH.help, labels=QUEUE_LENGTH.labels)
+        workers = GaugeMetricFamily(ACTIVE_WORKERS.name, ACTIVE_WORKERS.help, labels=ACTIVE_WORKERS.labels)
         for name in QUEUE_NAMES:
             queue = Queue(name, connection=self.connection)
             lengths.add_metric([name], queue.count)

@@ -1,8 +1,7 @@
 """Section 5: resident memory of a new ``ytcaption worker`` with the default model, after one real job.
 
-RSS summed over the worker process and all its descendants (forking mode: the worker, its
-engine host and RQ's scheduler process; the work horse is gone once the job ended), sampled a
-few times. The notes break it down and give the tree's PSS, which counts shared pages once.
+RSS summed over the worker process and all its descendants (the worker, its engine host and
+RQ's scheduler process; the work horse is gone once the job ended), sampled a few times. The notes break it down and give the tree's PSS, which counts shared pages once.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import time
 
 from bench.e2e import transcribe_via_api
 from bench.engine import Clip
-from bench.harness import Harness, process_tree_memory, worker_has_option
+from bench.harness import Harness, process_tree_memory
 from bench.report import Figure, Report
 
 SECTION = "5 worker memory"
@@ -33,21 +32,15 @@ def sample(report: Report, pid: int, label: str, samples: int = SAMPLES) -> list
 
 def run(h: Harness, report: Report, clip: Clip) -> None:
     if h.children.get("worker-0") is not None:  # section 2's worker, after all its jobs: for the notes
-        sample(report, h.children["worker-0"].pid, "forking, the worker of section 2 after all its jobs", 1)
+        sample(report, h.children["worker-0"].pid, "the worker of section 2, after all its jobs", 1)
         h.stop("worker-0")
     report.note(SECTION, "RSS summed over the worker process and all its descendants, after one "
                          f"{clip.name} job in a new worker, {SAMPLES} samples 0.2 s apart")
-    modes = [("ytcaption worker (forking): its process tree", [], "forking")]
-    if worker_has_option("--no-fork"):
-        modes.append(("ytcaption worker --no-fork: its process tree", ["--no-fork"], "--no-fork"))
-    else:
-        report.add(Figure(SECTION, "ytcaption worker --no-fork: its process tree", [], unit="MB", target=TARGET,
-                          note="not available: `ytcaption worker --help` has no --no-fork yet"))
-    for name, options, label in modes:
-        workers = h.start_workers("memory", 1, [*options, "express"], queue="express")
-        try:
-            transcribe_via_api(h, clip)
-            report.add(Figure(SECTION, name, sample(report, h.children[workers[0]].pid, label), unit="MB",
-                              target=TARGET, digits=0))
-        finally:
-            h.stop(*workers)
+    workers = h.start_workers("memory", 1, ["express"], queue="express")
+    try:
+        transcribe_via_api(h, clip)
+        report.add(Figure(SECTION, "ytcaption worker: its process tree", sample(report, h.children[workers[0]].pid,
+                                                                                  "a new worker"),
+                          unit="MB", target=TARGET, digits=0))
+    finally:
+        h.stop(*workers)

@@ -17,7 +17,7 @@ from pathlib import Path
 from rq import Queue
 
 from bench import celery_noop
-from bench.harness import BenchError, Harness, worker_has_option
+from bench.harness import BenchError, Harness
 from bench.report import Figure, Report
 
 SECTION = "4 no-op jobs"
@@ -30,25 +30,16 @@ class Runner:
     label: str
     ran: str  # what exactly, for the notes
     queue: str
-    start: Callable[[Harness], list[str]] | None  # None: not available in this checkout
+    start: Callable[[Harness], list[str]]
     celery: bool = False
 
 
 def runners() -> list[Runner]:
-    nofork_ran = "not available: `ytcaption worker --help` has no --no-fork yet"
-    nofork_start = None
-    if worker_has_option("--no-fork"):
-        if worker_has_option("--processes"):
-            nofork_ran = f"1 × `ytcaption worker --no-fork --processes {PROCESSES} standard`"
-        else:
-            nofork_ran = f"{PROCESSES} × `ytcaption worker --no-fork standard`"
-        nofork_start = _start_ytcaption_nofork
     return [
-        Runner("ytcaption worker (forking)", f"{PROCESSES} × `ytcaption worker batch` (a work horse forked per "
-               "job; each worker with its engine host; ENGINE_MAX_JOBS=0, see below)", "batch",
-               _start_ytcaption_forking),
-        Runner("ytcaption worker --no-fork", nofork_ran, "standard", nofork_start),
-        Runner("plain rq worker (forking)", f"{PROCESSES} × `rq worker bench-rq` (RQ {_version('rq')} Worker, "
+        Runner("ytcaption worker", f"{PROCESSES} × `ytcaption worker batch` (RQ's HerokuWorker: a work horse "
+               "forked per job; each worker with its engine host; ENGINE_MAX_JOBS=0, see below)", "batch",
+               _start_ytcaption),
+        Runner("plain rq worker", f"{PROCESSES} × `rq worker bench-rq` (RQ {_version('rq')} Worker, "
                "a work horse forked per job)", "bench-rq", _start_rq),
         Runner("Celery prefork worker", f"1 × `celery worker -P prefork -c {PROCESSES}` (Celery "
                f"{_version('celery')}, Redis broker and result backend, default prefetch)",
@@ -60,9 +51,6 @@ def run(h: Harness, report: Report, jobs: int, runs: int) -> None:
     h.stop_matching("worker")  # the transcription worker of sections 2 and 5 must not take CPU
     rates: dict[str, list[float]] = {}
     for runner in runners():
-        if runner.start is None:
-            report.add(Figure(SECTION, runner.label, [], unit="jobs/s", digits=0, note=runner.ran))
-            continue
         h.say(f"  {runner.label}: starting")
         names = runner.start(h)
         h.say(f"  {runner.label}: ready")
@@ -74,19 +62,17 @@ def run(h: Harness, report: Report, jobs: int, runs: int) -> None:
             h.empty_queues(runner.queue)
         report.note(SECTION, f"{runner.label}: {runner.ran}")
         report.add(Figure(SECTION, runner.label, rates[runner.label], unit="jobs/s", digits=0))
-    _compare_with_celery(report, rates)
+    _compare(report, rates)
     report.note(SECTION, f"{jobs:,} jobs per run, {runs} runs per runner; every job runs bench.noop.noop (one "
                          "RPUSH); all workers log at INFO to a file, as deployed")
     report.note(SECTION, "ENGINE_MAX_JOBS=0 for the ytcaption workers here: by default the engine host is "
                          "restarted (model reloaded) every 50 jobs, no-op jobs included")
 
 
-def _compare_with_celery(report: Report, rates: dict[str, list[float]]) -> None:
-    celery = rates.get("Celery prefork worker")
-    nofork = rates.get("ytcaption worker --no-fork")
-    report.add(Figure(SECTION, "ytcaption --no-fork / Celery prefork",
-                      [a / b for a, b in zip(nofork, celery)] if nofork and celery else [], unit="×",
-                      target=(">=", 1.0)))
+def _compare(report: Report, rates: dict[str, list[float]]) -> None:
+    ours, plain = rates.get("ytcaption worker"), rates.get("plain rq worker")
+    report.add(Figure(SECTION, "ytcaption worker / plain rq worker",
+                      [a / b for a, b in zip(ours, plain)] if ours and plain else [], unit="×"))
 
 
 def _drain(h: Harness, runner: Runner, jobs: int, key: str, names: list[str]) -> float:
@@ -132,16 +118,8 @@ def _publish_celery(h: Harness, jobs: int, key: str) -> None:
 # --- starting each runner --------------------------------------------------------------------
 
 
-def _start_ytcaption_forking(h: Harness) -> list[str]:
-    return h.start_workers("ytc-fork", PROCESSES, ["batch"], queue="batch", env=h.env(ENGINE_MAX_JOBS="0"))
-
-
-def _start_ytcaption_nofork(h: Harness) -> list[str]:
-    env = h.env(ENGINE_MAX_JOBS="0")
-    if worker_has_option("--processes"):
-        return h.start_workers("ytc-nofork", 1, ["--no-fork", "--processes", str(PROCESSES), "standard"],
-                               queue="standard", env=env, expect=PROCESSES)
-    return h.start_workers("ytc-nofork", PROCESSES, ["--no-fork", "standard"], queue="standard", env=env)
+def _start_ytcaption(h: Harness) -> list[str]:
+    return h.start_workers("ytc", PROCESSES, ["batch"], queue="batch", env=h.env(ENGINE_MAX_JOBS="0"))
 
 
 def _start_rq(h: Harness) -> list[str]:

@@ -10,7 +10,12 @@ from datetime import datetime, timedelta, timezone
 from redis import Redis
 from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
-from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, clean_registries
+from rq.registry import (
+    CanceledJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    clean_registries,
+)
 
 from app.core.jobs import QUEUE_NAMES
 from app.core.quota import period_of

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-
 import shutil
 import threading
 import time

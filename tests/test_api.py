@@ -144,7 +144,19 @@ def test_body_too_large_gives_413(client, make_user):
     _, headers = make_user("free")
     response = submit(client, headers, YOUTUBE, padding="x" * 100_000)
     assert response.status_code == 413
-    assert response.get_json()["error"] == "request_entity_too_large"
+    assert response.get_json() == {"error": "request_entity_too_large",
+                                   "message": "The request body is larger than 64 KiB, the most accepted here."}
+
+
+@pytest.mark.parametrize("allowed, words", [
+    ("", "only YouTube URLs are accepted here."),
+    ("media.example.com", "only YouTube URLs and URLs on the hosts this server allows are accepted here."),
+])
+def test_host_not_allowed_says_what_this_server_accepts(make_client, make_user, allowed, words):
+    client = make_client(ALLOWED_URL_HOSTS=allowed)
+    _, headers = make_user("free")
+    response = submit(client, headers, "https://vimeo.com/1234")
+    assert response.get_json() == {"error": "host_not_allowed", "message": f"Host 'vimeo.com' is not allowed: {words}"}
 
 
 def test_unknown_route_and_wrong_method_answer_json(client):

@@ -2,7 +2,6 @@
 
 import subprocess
 
-
 from app.core.redis_server import find_redis_server, free_port
 from app.core.users import UserStore
 from tests.helpers import ytcaption_command

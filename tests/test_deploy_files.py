@@ -1,10 +1,10 @@
 """Every command in the Procfile and docker-compose.yml points to an entry point that exists."""
 
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from click.testing import CliRunner
 

@@ -23,11 +23,22 @@ import av
 import numpy as np
 import pytest
 
-from app.core.errors import ConfigurationError, ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
+from app.core.errors import (
+    ConfigurationError,
+    ModelUnavailable,
+    NoAudio,
+    UndecodableMedia,
+    VideoTooLong,
+)
 from app.core.redis_server import free_port
 from app.core.settings import Settings
 from workers.engine_host import EngineHost
-from workers.engines import FasterWhisperEngine, OpenAIWhisperEngine, Transcript, create_engine
+from workers.engines import (
+    FasterWhisperEngine,
+    OpenAIWhisperEngine,
+    Transcript,
+    create_engine,
+)
 
 try:
     import torch

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from redis import Redis
 from rq.job import Job
 
@@ -108,10 +107,10 @@ def test_cancel_stops_a_running_job_and_the_worker_goes_on(api_url, worker_proce
 
 
 def test_worker_on_one_queue_serves_only_that_queue(config, redis, media_server):
+    from app.core.jobs import enqueue_transcription
     from app.core.services import Services
     from app.core.settings import Settings
     from app.core.validation import parse_submit
-    from app.core.jobs import enqueue_transcription
 
     svc = Services.from_settings(Settings.load())
     pro, _ = svc.users.create("pro@example.com", "pro")

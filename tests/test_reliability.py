@@ -12,7 +12,6 @@ from rq.job import Job
 
 from app import create_app
 from app.core.redis_server import RedisServer, free_port
-from app.core.settings import Settings
 from tests.helpers import (
     children,
     horse_of,
@@ -61,9 +60,9 @@ def test_a_transient_download_failure_is_retried_with_growing_delays(make_client
     served = [t for t, _, _, code in media_server.requests_for("token=flaky") if code == 200]
     gaps = [failed[1] - failed[0], served[0] - failed[1]]
     print(f"retry delays: scheduled {intervals[:2]}, observed {[round(g, 2) for g in gaps]}")
-    # RQ keeps schedule times in whole seconds (truncated), so a retry may start up to 1 s early.
+    # Never before its delay (RQ keeps schedule times in whole seconds, truncated, so up to 1 s early);
+    # a busy machine may only make a retry later, so the observed gaps need not grow themselves.
     assert gaps[0] >= intervals[0] - 1 and gaps[1] >= intervals[1] - 1
-    assert gaps[1] > gaps[0] - 1
 
 
 def test_a_missing_video_fails_at_once_without_retry(make_client, media_server, redis):
@@ -98,8 +97,12 @@ def test_a_job_whose_work_horse_is_killed_is_run_again(make_client, media_server
 
 
 def test_a_job_whose_whole_worker_dies_is_run_by_another_worker(make_client, media_server, redis):
-    """kill -9 of the worker, its horse and its scheduler: what a lost machine looks like."""
-    client = make_client(JOB_RETRY_BASE="1")
+    """kill -9 of the worker, its horse and its scheduler: what a lost machine looks like.
+
+    JOB_RETRY_BASE=0: the retry is enqueued at once, so the figure printed is how long finding
+    the abandoned job takes (a delayed retry also waits for RQ's scheduler, whose lock the dead
+    worker held for another minute)."""
+    client = make_client(JOB_RETRY_BASE="0")
     headers = user_headers(client)
     doomed = start_worker(redis)
     survivor = None
@@ -186,18 +189,21 @@ def test_the_timeout_floor_stops_a_hung_download(make_client, media_server, run_
 
 
 def test_the_timeout_grows_with_the_videos_duration(make_client, media_server, run_worker, redis):
-    """Floor 3 s and a 5 s download, but the metadata says 20 s: the job gets 3 + 1.0 × 20 s,
-    then 3 + 1.0 × 24 s once the decoded audio turns out to last 24 s."""
-    client = make_client(JOB_TIMEOUT_FLOOR="3", JOB_TIMEOUT_FACTOR="1.0")
+    """Floor 8 s and a download of 10 s or more, but the metadata says 20 s: the job gets
+    8 + 1.0 × 20 s, then 8 + 1.0 × 24 s once the decoded audio turns out to last 24 s.
+
+    The floor leaves a busy machine time to read the metadata; the download outlasts it."""
+    client = make_client(JOB_TIMEOUT_FLOOR="8", JOB_TIMEOUT_FACTOR="1.0")
     headers = user_headers(client)
     page = f"""<html><head><title>Talk</title><script type="application/ld+json">
     {{"@context": "https://schema.org", "@type": "VideoObject", "name": "Talk",
-      "contentUrl": "{media_server.url('lecture.webm', delay=0.4)}", "duration": "PT20S"}}
+      "contentUrl": "{media_server.url('lecture.webm', delay=0.8)}", "duration": "PT20S"}}
     </script></head><body></body></html>"""
     job_id = submit(client, headers, media_server.add("timed.html", page.encode())).get_json()["job_id"]
     run_worker()
-    assert status(client, headers, job_id)["status"] == "completed"
-    assert Job.fetch(job_id, connection=redis).timeout == 27
+    body = status(client, headers, job_id)
+    assert body["status"] == "completed" and body["result"]["timings"]["download"] > 8, body
+    assert Job.fetch(job_id, connection=redis).timeout == 32
 
 
 @pytest.mark.parametrize("setting, value, same_host", [

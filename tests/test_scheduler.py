@@ -36,13 +36,19 @@ def test_registration_is_idempotent(redis):
 def test_cron_times_are_utc_whatever_the_machines_timezone(config, redis):
     """`ytcaption scheduler` started three times under TZ=America/Sao_Paulo (UTC-3)."""
     env = {**os.environ, "TZ": "America/Sao_Paulo"}
+
+    def running() -> bool:
+        """rq-scheduler is running (it registers its birth once the jobs are registered)."""
+        return any(redis.hexists(key, "birth") and not redis.hexists(key, "death")
+                   for key in redis.scan_iter(Scheduler.redis_scheduler_namespace_prefix + "*"))
+
     for _ in range(3):
         process = subprocess.Popen([ytcaption_command(), "scheduler"], env=env)
         try:
-            wait_for(lambda: len(list(Scheduler(connection=redis).get_jobs())) == 2, timeout=30, message="registration")
-            time.sleep(0.5)
+            wait_for(running, timeout=30, message="the scheduler to register its jobs and run")
         finally:
             stop_process(process)
+        assert not running()
     jobs = dict((job.id, when) for job, when in Scheduler(connection=redis).get_jobs(with_times=True))
     assert len(jobs) == 2
     cleanup = jobs["ytcaption-cleanup-old-results"].replace(tzinfo=timezone.utc)

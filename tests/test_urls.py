@@ -1,6 +1,11 @@
 import pytest
 
-from app.core.errors import ChannelNotSupported, HostNotAllowed, InvalidURL, PlaylistNotSupported
+from app.core.errors import (
+    ChannelNotSupported,
+    HostNotAllowed,
+    InvalidURL,
+    PlaylistNotSupported,
+)
 from app.core.urls import parse_video_url
 
 VIDEO = "dQw4w9WgXcQ"

@@ -24,6 +24,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.utils import now
 
+from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.stats import record_completed, task_name
 from workers import context
@@ -37,8 +38,8 @@ def job_succeeded(job: Job, connection: Redis, result: object) -> None:
 def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: BaseException,
                traceback: TracebackType | None) -> None:
     if isinstance(exc, AbandonedJobError):  # its worker died: nothing in the job could record why
-        _record_error(job, "worker_lost", "The worker running the job stopped answering (its machine or "
-                                          "process died); the job is run again if it has attempts left.")
+        _record_error(job, WorkerLost("The worker running the job stopped answering (its machine or process "
+                                      "died); the job is run again if it has attempts left."))
     _count_if_ended(job, connection)
 
 
@@ -53,12 +54,12 @@ def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
     ran = _run_time(job) or 0.0
     if job.timeout and job.timeout > 0 and ran > job.timeout:
         # The worker killed a horse that did not stop at its timeout (stuck in native code).
-        _record_error(job, "job_timeout", f"The job ran longer than {job.timeout} s and was stopped.")
+        _record_error(job, JobTimedOut(f"The job ran longer than {job.timeout} s and was stopped."))
         job.retries_left = 0  # a timeout is permanent, as when the job stops itself at its timeout
     else:
         how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})" if status and os.WIFSIGNALED(status) else ""
-        _record_error(job, "worker_lost", f"The process running the job died{how}, e.g. out of memory; "
-                                          f"the job is run again if it has attempts left.")
+        _record_error(job, WorkerLost(f"The process running the job died{how}, e.g. out of memory; the job is "
+                                      f"run again if it has attempts left."))
     _count_if_ended(job, job.connection)
 
 
@@ -73,10 +74,10 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
         refund(connection, job)
 
 
-def _record_error(job: Job, code: str, message: str) -> None:
+def _record_error(job: Job, error: JobError) -> None:
     # Re-read first: the work horse wrote stage, progress and attempt since this copy was fetched.
     job.get_meta(refresh=True)
-    job.meta["error"] = {"type": code, "message": message}
+    job.meta["error"] = {"type": error.code, "message": error.message}
     job.save_meta()
 
 

@@ -36,8 +36,8 @@ from app.core.errors import EngineUnavailable, JobError, job_error
 from app.core.logs import configure_logging
 from app.core.settings import Settings
 from workers.engines import (
-    DurationCallback,
     CachingEngine,
+    DurationCallback,
     ProgressCallback,
     Segment,
     Transcript,

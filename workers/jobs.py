@@ -35,7 +35,14 @@ from rq.job import Job, Retry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 
-from app.core.errors import JobCancelled, JobError, YtcaptionError, public_message
+from app.core.errors import (
+    JobCancelled,
+    JobError,
+    JobTimedOut,
+    UnexpectedJobError,
+    YtcaptionError,
+    public_message,
+)
 from app.core.jobs import is_cancel_requested
 from app.core.settings import Settings
 from app.core.transcripts import TranscriptStore
@@ -222,12 +229,12 @@ def describe_error(exc: BaseException, job: Job) -> dict[str, str]:
 
     RQ logs an unexpected error in full; the client sees its kind, never a temporary path.
     """
-    if isinstance(exc, YtcaptionError):
-        return {"type": exc.code, "message": public_message(exc.message)}
     if isinstance(exc, JobTimeoutException):
-        return {"type": "job_timeout", "message": f"The job ran longer than {job.timeout} s and was stopped."}
-    return {"type": "internal_error",
-            "message": f"The job failed unexpectedly ({exc.__class__.__name__}); the worker's log has the details."}
+        exc = JobTimedOut(f"The job ran longer than {job.timeout} s and was stopped.")
+    elif not isinstance(exc, YtcaptionError):
+        exc = UnexpectedJobError(
+            f"The job failed unexpectedly ({exc.__class__.__name__}); the worker's log has the details.")
+    return {"type": exc.code, "message": public_message(exc.message)}
 
 
 def _seconds(start, end) -> float:

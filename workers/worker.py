@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -142,7 +143,14 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         while True:
             worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
             started = time.monotonic()
-            worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            try:
+                worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            except SystemExit:
+                if signal.getsignal(signal.SIGTERM) is stop_before_work:
+                    # Stopped while RQ was starting, before it took the signals over: undo what it had
+                    # done (registered the worker, started its scheduler process), as after a stop.
+                    worker.teardown()
+                raise
             if burst or max_jobs or worker.stop_requested:
                 return
             pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)

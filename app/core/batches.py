@@ -17,12 +17,18 @@ from rq.job import Job
 
 from app.core import schemas
 from app.core.errors import BadRequest, NotFound, ValidationFailed
-from app.core.jobs import TRANSCRIBE_VIDEO, cancel_job, describe_job, enqueue_transcription, public_status
+from app.core.jobs import (
+    TRANSCRIBE_VIDEO,
+    cancel_job,
+    describe_job,
+    enqueue_transcription,
+    public_status,
+)
 from app.core.quota import QuotaLedger
+from app.core.schemas import BatchBody
 from app.core.settings import Settings
 from app.core.stats import record_submitted, task_name
 from app.core.users import User
-from app.core.schemas import BatchBody
 from app.core.validation import TranscriptionRequest, check_submit, parse_body
 
 _BATCH = "ytcaption:batch:{}"

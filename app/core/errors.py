@@ -33,64 +33,90 @@ class ConfigurationError(YtcaptionError):
     code = "configuration_error"
 
 
-# --- HTTP API errors -------------------------------------------------------------------------
+# --- HTTP API errors: each class's docstring says when (docs/api.md lists them from here) -------
 
 
 class BadRequest(YtcaptionError):
+    """The request is not valid."""
+
     status = 400
     code = "bad_request"
     default_message = "The request is not valid."
 
 
 class InvalidJSON(BadRequest):
+    """The body is not a JSON object."""
+
     code = "invalid_json"
     default_message = "The request body must be a JSON object."
 
 
 class ValidationFailed(BadRequest):
+    """A field is missing, of the wrong type, or unknown."""
+
     code = "validation_error"
 
 
 class InvalidURL(BadRequest):
+    """Not an http(s) URL, credentials in it, or no YouTube video id in a YouTube URL."""
+
     code = "invalid_url"
 
 
 class HostNotAllowed(BadRequest):
+    """The host is neither YouTube's nor allowed by `ALLOWED_URL_HOSTS` (or resolves to a private address)."""
+
     code = "host_not_allowed"
 
 
 class PlaylistNotSupported(BadRequest):
+    """A playlist URL: submit one video at a time (or a batch)."""
+
     code = "playlist_not_supported"
 
 
 class ChannelNotSupported(BadRequest):
+    """A channel URL."""
+
     code = "channel_not_supported"
 
 
 class UnknownModel(BadRequest):
+    """The model is not one this server offers (`WHISPER_ALLOWED_MODELS`)."""
+
     code = "unknown_model"
 
 
 class UnknownLanguage(BadRequest):
+    """Not a language Whisper knows, or not English for an `.en` model."""
+
     code = "unknown_language"
 
 
 class UnknownFormat(BadRequest):
+    """A transcript format other than json, txt, srt or vtt."""
+
     code = "unknown_format"
 
 
 class InvalidIdempotencyKey(BadRequest):
+    """`Idempotency-Key` is empty, longer than 255 characters or not visible ASCII."""
+
     code = "invalid_idempotency_key"
     default_message = "Idempotency-Key must be 1 to 255 visible ASCII characters."
 
 
 class IdempotencyKeyReused(YtcaptionError):
+    """The same `Idempotency-Key` with a different request."""
+
     status = 422
     code = "idempotency_key_reused"
     default_message = "This Idempotency-Key was already used for a different request."
 
 
 class Unauthorized(YtcaptionError):
+    """No API key, or not a valid one (or revoked)."""
+
     status = 401
     code = "unauthorized"
     default_message = "A valid API key is required: send 'Authorization: Bearer <api_key>'."
@@ -100,33 +126,45 @@ class Unauthorized(YtcaptionError):
 
 
 class Forbidden(YtcaptionError):
+    """An admin endpoint called with a key that is not an admin's."""
+
     status = 403
     code = "forbidden"
     default_message = "This needs an admin API key."
 
 
 class QuotaExceeded(YtcaptionError):
+    """The month's quota is used up; the body's `quota` says the limit and `resets_at`."""
+
     status = 429
     code = "quota_exceeded"
 
 
 class RateLimited(YtcaptionError):
+    """Too many requests this minute with this key; retry after `Retry-After` seconds."""
+
     status = 429
     code = "rate_limited"
 
 
 class NotFound(YtcaptionError):
+    """No such job, batch or transcript, or not the caller's (the same answer)."""
+
     status = 404
     code = "not_found"
     default_message = "Not found."
 
 
 class JobAlreadyFinished(YtcaptionError):
+    """Cancelling a job that already completed or failed."""
+
     status = 409
     code = "job_finished"
 
 
 class ServiceUnavailable(YtcaptionError):
+    """Redis is unreachable; retry after `Retry-After` seconds."""
+
     status = 503
     code = "service_unavailable"
     default_message = "The job store is unreachable; try again shortly."
@@ -135,69 +173,111 @@ class ServiceUnavailable(YtcaptionError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
-# --- Job errors: recorded on the failed job as error.type / error.message ---------------------
+class UserAlreadyExists(YtcaptionError):
+    """A user with this email exists already (CLI)."""
+
+    status = 409
+    code = "user_exists"
+
+
+# --- Job errors: a failed job's error.type and error.message (docs/api.md lists them from here) --
 
 
 class JobError(YtcaptionError):
     """A job could not produce a transcript."""
 
     code = "job_failed"
-    #: A transient error may succeed if the job is run again later.
+    #: A transient error may succeed if the job is run again later: the job is retried.
     transient = False
 
 
 class TransientDownloadError(JobError):
+    """A network error, HTTP 5xx or 429, or an empty answer while downloading."""
+
     code = "download_failed"
     default_message = "The media could not be downloaded (a network or server error)."
     transient = True
 
 
 class VideoUnavailable(JobError):
+    """Private, removed, not found (HTTP 404…): it will not download, however often tried."""
+
     code = "video_unavailable"
     default_message = "The video is unavailable (private, removed or not found)."
 
 
 class UnsupportedURL(JobError):
+    """No media at this URL (or a list of videos, or a live stream)."""
+
     code = "unsupported_url"
     default_message = "No media could be found at this URL."
 
 
 class VideoTooLong(JobError):
+    """Longer than the tier's limit: checked from the metadata before downloading, and from the file."""
+
     code = "video_too_long"
 
 
 class NoAudio(JobError):
+    """The media has no audio track."""
+
     code = "no_audio"
     default_message = "The media has no audio track."
 
 
 class UndecodableMedia(JobError):
+    """The downloaded file is not audio that can be decoded."""
+
     code = "undecodable_media"
     default_message = "The downloaded media could not be decoded as audio."
 
 
 class ModelUnavailable(JobError):
+    """The worker could not load the model (the worker's log says why)."""
+
     code = "model_unavailable"
 
 
 class EngineUnavailable(JobError):
+    """The worker's engine host stopped; the job is retried."""
+
     code = "engine_unavailable"
     default_message = "The transcription engine of this worker stopped; the job can be run again."
     transient = True
 
 
 class RedirectNotAllowed(JobError):
+    """The URL redirected to a host the URL policy does not allow (the target was not contacted)."""
+
     code = "redirect_not_allowed"
 
 
 class JobCancelled(JobError):
+    """Cancelled while running (when the worker did not stop it first)."""
+
     code = "cancelled"
     default_message = "The job was cancelled."
 
 
-class UserAlreadyExists(YtcaptionError):
-    status = 409
-    code = "user_exists"
+class WorkerLost(JobError):
+    """The process running the job, or its whole worker, died; retried while attempts remain."""
+
+    code = "worker_lost"
+    default_message = "The worker running the job died; the job is run again if it has attempts left."
+    transient = True
+
+
+class JobTimedOut(JobError):
+    """The job ran past its timeout (`JOB_TIMEOUT_FLOOR` + `JOB_TIMEOUT_FACTOR` × duration)."""
+
+    code = "job_timeout"
+
+
+class UnexpectedJobError(JobError):
+    """A bug or an error nobody foresaw; the worker's log has the traceback."""
+
+    code = "internal_error"
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")

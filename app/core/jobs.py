@@ -27,7 +27,13 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 
 from app.core import schemas
-from app.core.errors import IdempotencyKeyReused, InvalidIdempotencyKey, JobAlreadyFinished, NotFound
+from app.core.errors import (
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    JobAlreadyFinished,
+    NotFound,
+    UnexpectedJobError,
+)
 from app.core.quota import Quota, QuotaLedger, refund
 from app.core.settings import Settings
 from app.core.stats import record_completed, record_submitted, task_name
@@ -294,4 +300,5 @@ def _failure(job: Job) -> dict[str, str]:
     # The job, or its worker's callbacks, always record why it failed; this is for a job run by
     # something else (an ``rq worker`` without ytcaption's callbacks, say).
     return job.meta.get("error") or {
-        "type": "worker_error", "message": "The job failed outside its own code; the worker's log has the details."}
+        "type": UnexpectedJobError.code,
+        "message": "The job failed outside its own code; the worker's log has the details."}

@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from app.core.errors import ChannelNotSupported, HostNotAllowed, InvalidURL, PlaylistNotSupported
+from app.core.errors import (
+    ChannelNotSupported,
+    HostNotAllowed,
+    InvalidURL,
+    PlaylistNotSupported,
+)
 
 YOUTUBE_HOSTS = frozenset({
     "youtube.com",
