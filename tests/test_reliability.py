@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -307,3 +308,25 @@ def test_a_second_sigterm_hands_the_job_back_at_once(make_client, media_server, 
     body = status(client, headers, job_id)
     assert (body["status"], body["position"], body["attempt"]) == ("pending", 0, 1)
     assert services.queues["express"].started_job_registry.count == 0
+
+
+@pytest.mark.parametrize("when", ["loading the model", "registering with RQ"])
+def test_a_worker_stopped_while_starting_exits_cleanly(config, redis, when):
+    """SIGTERM before RQ handles signals: while the engine host loads the model, or just after the
+    worker registered (before RQ's own handlers are in place). Either way it stops, and leaves no
+    registration behind."""
+    from tests.helpers import ytcaption_command
+
+    process = subprocess.Popen([ytcaption_command(), "worker"])
+    if when == "registering with RQ":
+        wait_for(lambda: Worker.count(connection=redis) or process.poll() is not None, timeout=120,
+                 interval=0.005, message="the worker to register")
+    else:
+        wait_for(lambda: children(process.pid) or process.poll() is not None, timeout=120, interval=0.005,
+                 message="the engine host to start")
+    started = children(process.pid)  # the engine host (and, once registered, RQ's scheduler process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert Worker.count(connection=redis) == 0
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in started), timeout=10,
+             message="the worker's children to be gone")

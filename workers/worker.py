@@ -19,8 +19,9 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 from __future__ import annotations
 
 import logging
+import os
 import signal
-import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -129,35 +130,43 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     from app.core.services import connect
 
     connection = connect(settings)
+    stop_signals: list[int] = []
 
-    def stop_before_work(signum, frame):
-        sys.exit(128 + signum)  # unwinds through ``finally``, which stops the engine host
+    def stop_soon(signum, frame):
+        """SIGTERM or Ctrl-C while RQ's loop does not handle signals (starting, or restarting).
 
-    signal.signal(signal.SIGTERM, stop_before_work)
+        Nothing is raised here (an exception from a signal handler can land anywhere, even in a
+        fork handler that ignores it): the signal is noted, and sent again once RQ's own handler
+        is in place, so RQ stops as after any stop request.
+        """
+        stop_signals.append(signum)
+        threading.Thread(target=_send_again_to_rq, args=(signum, stop_soon), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop_soon)
+    signal.signal(signal.SIGINT, stop_soon)
     host = EngineHost(settings)
     try:
         warm_up()
         host.start()
         context.use(settings, host.client)
         pause = 1.0
-        while True:
+        while not stop_signals:
             worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
             started = time.monotonic()
-            try:
-                worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
-            except SystemExit:
-                if signal.getsignal(signal.SIGTERM) is stop_before_work:
-                    # Stopped while RQ was starting, before it took the signals over: undo what it had
-                    # done (registered the worker, started its scheduler process), as after a stop.
-                    worker.teardown()
-                raise
+            worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
             if burst or max_jobs or worker.stop_requested:
                 return
+            signal.signal(signal.SIGTERM, stop_soon)
+            signal.signal(signal.SIGINT, stop_soon)
             pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
             log.warning("the work loop stopped (Redis unreachable?); starting it again in %.0f s", pause)
-            signal.signal(signal.SIGTERM, stop_before_work)
-            signal.signal(signal.SIGINT, stop_before_work)
             time.sleep(pause)
     finally:
         context.use(None)
         host.stop()
+
+
+def _send_again_to_rq(signum: int, ours) -> None:
+    while signal.getsignal(signum) is ours:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signum)
