@@ -28,6 +28,7 @@ from rq import Queue, Worker
 from app.core import stats
 from app.core.errors import Unauthorized
 from app.core.jobs import QUEUE_NAMES
+from app.openapi import operation
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def init_app(app: Flask, connection: Redis, token: str | None) -> None:
     jobs = JobCollector(connection)
 
     @app.get("/metrics")
+    @operation("Prometheus metrics", {200: {"text/plain": str}}, errors=(401, 503), authenticated=False)
     def metrics():
+        """Job and HTTP metrics in Prometheus's text format; with `METRICS_TOKEN` set, send it as a bearer token."""
         if token:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
