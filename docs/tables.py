@@ -107,8 +107,9 @@ def performance_table(results: str = "bench/results/latest.json") -> str:
     from bench.report import Figure
 
     data = json.loads((Path(__file__).parents[1] / results).read_text())
-    fields = {"section", "name", "values", "unit", "target", "note", "digits"}
-    figures = sorted((Figure(**{key: value for key, value in item.items() if key in fields})
+    fields = {"section", "name", "values", "unit", "note", "digits"}
+    figures = sorted((Figure(**{key: value for key, value in item.items() if key in fields},
+                             target=tuple(item["target"]) if item["target"] else None)
                       for item in data["figures"]), key=lambda figure: figure.section)
     machine = data["machine"]
     rows = [f"{data['mode'].capitalize()} run on {machine['date']}, {machine['cores']} cores ({machine['cpu']}), "
@@ -117,8 +118,6 @@ def performance_table(results: str = "bench/results/latest.json") -> str:
             + f"; {machine['wall_seconds']:.0f} s in all.", "",
             "| section | figure | median | min–max | runs | target | result |", "|---|---|---|---|---|---|---|"]
     for f in figures:
-        target = tuple(f.target) if f.target else None
-        f.target = target
         rows.append(f"| {f.section} | {f.name} | {f.median_text()} | {f.range_text()} | {len(f.values)} | "
                     f"{f.target_text()} | {f.result} |")
     return "\n".join(rows) + "\n"

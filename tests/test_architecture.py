@@ -77,11 +77,21 @@ def test_a_worker_loads_no_flask(config):
 
 
 def test_the_api_loads_no_ml_stack(config):
+    """The API serves every kind of request, submits included, without the worker side."""
     loaded = loaded_after(
         "from app import create_app\n"
         "import app.cli, app.stack\n"
         "client = create_app().test_client()\n"
         "assert client.get('/readyz').status_code == 200\n"
+        "key = client.application.extensions['ytcaption'].users.create('arch@example.com', 'pro')[1]\n"
+        "headers = {'Authorization': 'Bearer ' + key}\n"
+        "answer = client.post('/api/v1/transcribe/async/submit', headers=headers,\n"
+        "                     json={'youtube_url': 'https://youtu.be/dQw4w9WgXcQ'})\n"
+        "assert answer.status_code == 202, answer.get_json()\n"
+        "job = answer.get_json()['job_id']\n"
+        "assert client.get('/api/v1/transcribe/async/status/' + job, headers=headers).status_code == 200\n"
+        "assert client.delete('/api/v1/transcribe/async/cancel/' + job, headers=headers).status_code == 200\n"
+        "assert client.get('/openapi.json').status_code == 200 and client.get('/metrics').status_code == 200\n"
     )
     assert "flask" in loaded
     assert not loaded & set(ML + ("workers",)), sorted(loaded & set(ML + ("workers",)))

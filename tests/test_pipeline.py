@@ -110,6 +110,19 @@ def test_a_cancelled_queued_job_never_runs(client, pro, media_server, run_worker
     assert services.transcripts.get(job_id) is None
 
 
+def test_a_job_that_sees_its_cancel_first_is_stopped_by_its_worker(client, pro, media_server, run_worker, redis,
+                                                                   settings):
+    """A cancel that came when the job was taken but not yet started (the API's stop command
+    then finds nothing to stop): the job sees the request and has its worker stop it, so RQ says
+    `stopped`, as for any job stopped while running."""
+    job_id = submit(client, pro, media_server.url("fox.m4a")).get_json()["job_id"]
+    redis.set(f"ytcaption:cancel:{job_id}", 1)  # what cancel_job leaves when the job has not started
+    run_worker()
+    assert Job.fetch(job_id, connection=redis).get_status() == "stopped"
+    assert status(client, pro, job_id)["status"] == "cancelled"
+    assert not (settings.work_dir / job_id).exists()
+
+
 @pytest.mark.parametrize("name, content, error_type", [
     ("missing.webm", None, "video_unavailable"),
     ("garbage.webm", os.urandom(20_000), "undecodable_media"),
