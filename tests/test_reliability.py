@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -330,3 +331,24 @@ def test_a_worker_stopped_while_starting_exits_cleanly(config, redis, when):
     assert Worker.count(connection=redis) == 0
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in started), timeout=10,
              message="the worker's children to be gone")
+
+
+def test_an_idle_workers_lost_stop_request_is_made_again(config):
+    """RQ stops an idle worker by raising StopRequested from its signal handler, and a log call
+    under way when the signal lands swallows it. Here a stop request is made without that
+    exception, as if swallowed: the worker stops all the same, a moment later."""
+    code = (
+        "import threading, time\n"
+        "from app.core.services import connect\n"
+        "from app.core.settings import Settings\n"
+        "from workers.worker import build_worker\n"
+        "settings = Settings.load()\n"
+        "worker = build_worker(connect(settings), settings)\n"
+        "threading.Timer(2, worker.handle_warm_shutdown_request).start()  # the request; no exception\n"
+        "started = time.monotonic()\n"
+        "worker.work(logging_level='WARNING')\n"
+        "print(f'left after {time.monotonic() - started:.1f} s')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "left after" in result.stdout, result.stderr[-2000:]
+    assert "the stop request was lost in RQ's loop; stopping again" in result.stdout + result.stderr

@@ -46,6 +46,9 @@ MONITOR_INTERVAL = 5
 HEARTBEAT_SLACK = 10
 #: Seconds between maintenance passes (abandoned jobs, expired registry entries).
 MAINTENANCE_INTERVAL = 10
+#: Seconds after a stop request by which an idle worker must have left RQ's loop (more than the
+#: second within which RQ ignores a repeated signal).
+STOP_CHECK = 2.0
 
 
 class TranscriptionWorker(HerokuWorker):
@@ -66,6 +69,8 @@ class TranscriptionWorker(HerokuWorker):
         self.stop_requested = False
         #: Set once a second stop signal told the running job to hand itself back at once.
         self.handing_back = False
+        #: Set by ``run`` once RQ's work loop returned.
+        self.left_work_loop = False
 
     # Why: the engine host runs beside the worker, not under RQ; it is restarted if it died
     # and recycled once worn, between two jobs (RQ has no hook around a job in the worker).
@@ -96,10 +101,23 @@ class TranscriptionWorker(HerokuWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_SLACK
 
-    # Why: ``run`` must tell a requested stop from RQ's loop quitting on a Redis error.
+    # Why: ``run`` must tell a requested stop from RQ's loop quitting on a Redis error; and the stop
+    # of an idle worker must not be lost. RQ stops it by raising StopRequested from its signal
+    # handler, and a log call under way when the signal lands swallows that exception (logging
+    # catches whatever its handlers raise): if the worker is still in RQ's loop a moment later, it
+    # is stopped again, the cold way (RQ raises SystemExit, which logging lets through).
     def handle_warm_shutdown_request(self) -> None:
         self.stop_requested = True
+        if not self.horse_pid:
+            check = threading.Timer(STOP_CHECK, self._stop_again_if_still_working)
+            check.daemon = True
+            check.start()
         super().handle_warm_shutdown_request()
+
+    def _stop_again_if_still_working(self) -> None:
+        if not self.left_work_loop:
+            self.log.warning("Worker %s: the stop request was lost in RQ's loop; stopping again", self.name)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     # Why: RQ's cold shutdown (a second SIGTERM or Ctrl-C) kills the horse and leaves its job to the
     # abandoned-job cleanup, which spends one of the job's attempts. Instead the horse is told again
@@ -153,7 +171,10 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         while not stop_signals:
             worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
             started = time.monotonic()
-            worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            try:
+                worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            finally:
+                worker.left_work_loop = True
             if burst or max_jobs or worker.stop_requested:
                 return
             signal.signal(signal.SIGTERM, stop_soon)
