@@ -1,7 +1,9 @@
 """gunicorn settings for the API (``gunicorn -c python:app.gunicorn_conf 'app:create_app()'``).
 
 Loaded before the app is imported: it turns on prometheus_client's multiprocess mode, so HTTP
-metrics add up across gunicorn's worker processes.
+metrics add up across gunicorn's worker processes; makes gunicorn's own lines logfmt like every
+other line of ytcaption's (one line per request, its fields as fields); and turns off gunicorn's
+control socket, one path in the home directory that every gunicorn on the machine would share.
 """
 
 import os
@@ -13,6 +15,16 @@ if _own_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ytcaption-metrics-")
 
 accesslog = "-"
+control_socket_disable = True
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"logfmt": {"()": "app.core.logs.LogfmtFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "logfmt", "stream": "ext://sys.stderr"}},
+    "loggers": {name: {"level": "INFO", "handlers": ["stderr"], "propagate": False}
+                for name in ("gunicorn.error", "gunicorn.access")},
+    "root": {"level": "INFO", "handlers": []},  # the app adds its own (app.core.logs.configure_logging)
+}
 
 
 def child_exit(server, worker):

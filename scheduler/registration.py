@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 from redis import Redis
@@ -62,6 +63,8 @@ def build_scheduler(connection: Redis, interval: int = 30) -> Scheduler:
 
 def run(connection: Redis) -> None:
     use_utc()
+    # rq-scheduler 0.14 calls crontab's next() without default_utc: in UTC anyway (use_utc).
+    warnings.filterwarnings("ignore", "Version 0.22.0\\+ of crontab", FutureWarning)
     scheduler = build_scheduler(connection)
     register(scheduler)
     scheduler.run()

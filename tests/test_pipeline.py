@@ -209,7 +209,10 @@ def test_a_job_waiting_for_its_retry_can_be_cancelled(client, pro, media_server,
     job_id = submit(client, pro, url).get_json()["job_id"]
     run_worker()
     assert status(client, pro, job_id)["stage"] == "waiting_retry"
+    failed_attempt_ended = status(client, pro, job_id)["ended_at"]
     response = client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=pro)
     assert (response.status_code, response.get_json()["status"]) == (200, "cancelled")
-    assert status(client, pro, job_id)["status"] == "cancelled"
+    body = status(client, pro, job_id)
+    assert body["status"] == "cancelled" and body["ended_at"] > failed_attempt_ended
     assert services.queues["express"].scheduled_job_registry.count == 0
+    assert client.get("/api/v1/me", headers=pro).get_json()["quota"]["used"] == 0  # nothing came of it

@@ -227,3 +227,24 @@ def test_honcho_runs_the_procfile_as_the_readme_shows(config, redis):
     finally:
         assert stop_process(process, signal.SIGINT, timeout=60) == 130  # honcho's exit status after Ctrl-C
     wait_for(lambda: Worker.count(connection=redis) == 0, timeout=30, message="the workers to unregister")
+
+
+def test_the_api_logs_logfmt_lines_gunicorns_own_included(config, tmp_path, make_user):
+    """gunicorn's start-up lines and its access log are logfmt too: one line per request, with
+    method, path and status as fields, and never the API key."""
+    _, headers = make_user("pro")
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    with open(log_path, "w") as log:
+        api = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
+                                "--bind", f"127.0.0.1:{port}", "app:create_app()"], stdout=log, stderr=log)
+        try:
+            wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200, message="gunicorn")
+            assert http("GET", f"http://127.0.0.1:{port}/api/v1/me", headers)[0] == 200
+        finally:
+            stop_process(api)
+    lines = log_path.read_text().splitlines()
+    assert lines and all(line.startswith("time=") for line in lines), [l for l in lines if not l.startswith("time=")]
+    assert any("logger=gunicorn.error" in line and 'msg="Starting gunicorn' in line for line in lines)
+    assert any("logger=gunicorn.access" in line and "method=GET path=/api/v1/me status=200" in line for line in lines)
+    assert headers["Authorization"].split()[1] not in log_path.read_text()

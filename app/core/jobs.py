@@ -25,6 +25,7 @@ from rq import Callback, Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
+from rq.utils import now, utcformat
 
 from app.core import schemas
 from app.core.errors import (
@@ -283,10 +284,9 @@ def cancel_job(connection: Redis, job: Job) -> str:
     waiting = status == "pending" and (connection.lrem(queue.key, 0, job.id)
                                        or connection.zrem(queue.scheduled_job_registry.key, job.id))
     if waiting:
-        never_ran = "attempt" not in job.meta
+        connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
         job.cancel()
-        if never_ran:
-            refund(connection, job)  # it never started: its quota unit comes back
+        refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
         record_completed(connection, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "job_id"}
 
@@ -47,11 +48,21 @@ class LogfmtFormatter(logging.Formatter):
         }
         if getattr(record, "job_id", None):
             fields["job_id"] = record.job_id
-        fields["msg"] = record.getMessage()
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            fields.update(_request_fields(record.args))
+        else:
+            fields["msg"] = record.getMessage()
         fields.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
         if record.exc_info:
             fields["exc"] = self.formatException(record.exc_info)
         return " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
+
+
+def _request_fields(atoms: Mapping[str, object]) -> dict[str, object]:
+    """One request of gunicorn's access log (its "atoms") as fields."""
+    fields = {"msg": "request", "method": atoms["m"], "path": atoms["U"], "query": atoms["q"], "status": atoms["s"],
+              "bytes": atoms["B"], "ms": atoms["M"], "remote": atoms["h"], "agent": atoms["a"]}
+    return {key: value for key, value in fields.items() if value not in ("", "-")}
 
 
 def configure_logging(level: str) -> None:
