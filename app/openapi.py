@@ -68,14 +68,15 @@ def build(app: Flask) -> dict[str, Any]:
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 operations.append((rule, method.lower(), view))
 
-    models = {schemas.Error}
+    answers, bodies = {schemas.Error}, set()
     for _, _, view in operations:
         spec: Operation = view.openapi
-        models.update(model for answer in spec.responses.values() for model in _models(answer))
+        answers.update(model for answer in spec.responses.values() for model in _models(answer))
         if spec.body:
-            models.add(spec.body)
-    _, definitions = models_json_schema([(model, "validation" if model in _request_models(operations) else
-                                          "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+            bodies.add(spec.body)
+    # Request bodies as pydantic validates them, answers as it writes them.
+    modes = [(model, "validation") for model in bodies] + [(model, "serialization") for model in answers]
+    _, definitions = models_json_schema(sorted(modes, key=lambda pair: pair[0].__name__),
                                         ref_template="#/components/schemas/{model}")
 
     components = definitions.get("$defs", {})
@@ -133,10 +134,6 @@ def _response(answer) -> dict[str, Any]:
 def _models(answer) -> list[type[BaseModel]]:
     content = answer if isinstance(answer, dict) else {"application/json": answer}
     return [model for model in content.values() if model is not str]
-
-
-def _request_models(operations) -> set[type[BaseModel]]:
-    return {view.openapi.body for _, _, view in operations if view.openapi.body is not None}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

@@ -100,7 +100,7 @@ class Accepted(Document):
     status_url: str
 
 
-class JobErrorDocument(Document):
+class JobErrorDocument(StoredDocument):
     type: str = Field(description="e.g. `video_unavailable`, `download_failed`, `worker_lost` (see docs/api.md).")
     message: str
 
