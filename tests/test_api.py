@@ -280,6 +280,21 @@ def test_status_of_a_retry_the_scheduler_is_just_enqueueing_is_pending(client, m
     assert (body["status"], body["stage"], body["position"]) == ("pending", "queued", 0)
 
 
+def test_a_job_queued_again_after_a_failed_attempt_says_so(client, make_user, redis):
+    """Between a failed attempt and the next, the job's record still holds that attempt's stage
+    and error: the status says queued, and which attempt comes next."""
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    job = Job.fetch(job_id, connection=redis)
+    job.meta.update(stage="downloading", progress=7, attempt=1,
+                    error={"type": "download_failed", "message": "The video host answered HTTP 503."})
+    job.save_meta()  # what a failed first attempt leaves, the job back on its queue
+    body = status(client, headers, job_id)
+    assert (body["status"], body["stage"], body["progress"], body["attempt"], body["position"]) == (
+        "pending", "queued", 0, 2, 0)
+    assert body["last_error"]["type"] == "download_failed"
+
+
 def test_status_describes_one_consistent_snapshot_of_the_job(client, make_user, redis):
     """A job that ends between reading its record and its status must not show as completed
     beside the record's empty ended_at (seen once under load)."""

@@ -231,9 +231,10 @@ def describe_job(job: Job) -> schemas.JobStatus:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
     }
-    # The attempt running now, or the next one while waiting for a retry, or the last one.
+    # The attempt running now, or the next one while waiting for it (the last one failed: "error"
+    # is still in meta until the next one starts), or the last one.
     attempt = meta.get("attempt", 1)
-    body["attempt"] = attempt + 1 if rq_status == JobStatus.SCHEDULED else attempt
+    body["attempt"] = attempt + 1 if status == "pending" and "error" in meta else attempt
     body["max_attempts"] = meta.get("max_attempts", 1)
     # While waiting for a retry the failed attempt's error is still "error"; a new attempt
     # moves it to "last_error".
@@ -243,11 +244,12 @@ def describe_job(job: Job) -> schemas.JobStatus:
     if rq_status == JobStatus.SCHEDULED:
         try:
             scheduled = Queue(job.origin, connection=job.connection).scheduled_job_registry.get_scheduled_time(job)
-            body.update(stage="waiting_retry", next_retry_at=scheduled)
+            body.update(stage="waiting_retry", progress=0, next_retry_at=scheduled)
         except NoSuchJobError:  # the scheduler put it back on its queue a moment ago
-            body["position"] = job.get_position()
+            body.update(stage="queued", progress=0, position=job.get_position())
     elif status == "pending":
-        body["position"] = job.get_position()
+        # Queued again after a failed attempt, meta still holds that attempt's last stage and progress.
+        body.update(stage="queued", progress=0, position=job.get_position())
     elif status == "processing" and is_cancel_requested(job.connection, job.id):
         body["stage"] = "cancelling"
     elif status == "completed":
