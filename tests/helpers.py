@@ -103,9 +103,13 @@ def start_worker(connection, *args: str, env: dict | None = None, expect: int = 
     from rq import Worker
 
     process = subprocess.Popen([ytcaption_command(), "worker", *args], env=env)
-    wait_for(lambda: Worker.count(connection=connection) >= expect or process.poll() is not None,
-             timeout=120, message="the worker to register")
-    assert process.poll() is None, "the worker exited while starting"
+    try:
+        wait_for(lambda: Worker.count(connection=connection) >= expect or process.poll() is not None,
+                 timeout=120, message="the worker to register")
+        assert process.poll() is None, "the worker exited while starting"
+    except BaseException:
+        stop_process(process)  # a test that fails here must not leave a worker behind
+        raise
     return process
 
 
@@ -160,5 +164,11 @@ def start_api(port: int, env: dict | None = None):
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
                                 "--bind", f"127.0.0.1:{port}", "--workers", "2", "app:create_app()"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=30, message="gunicorn")
+    try:
+        wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200 or process.poll() is not None,
+                 timeout=30, message="gunicorn")
+        assert process.poll() is None, "gunicorn exited while starting"
+    except BaseException:
+        stop_process(process)  # a test that fails here must not leave a server behind
+        raise
     return process
