@@ -44,7 +44,8 @@ def api(tmp_path_factory):
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# The same examples on every run: what it finds is found on the developer's machine, not by chance in CI.
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_every_answer_conforms_to_the_openapi_document(case, api):
     base_url, headers = api
     # Every check but one: a schema-valid submit may still be refused, for rules JSON Schema cannot
