@@ -106,11 +106,13 @@ def test_a_job_whose_whole_worker_dies_is_run_by_another_worker(make_client, med
     worker held for another minute)."""
     client = make_client(JOB_RETRY_BASE="0")
     headers = user_headers(client)
-    doomed = start_worker(redis)
-    survivor = None
+    workers = [start_worker(redis)]
     try:
+        workers.append(start_worker(redis, expect=2))  # both ready before the job: no race with a slow start
         job_id = start_long_job(client, headers, media_server, delay=0.3)
-        survivor = start_worker(redis, expect=2)
+        running_on = Worker.find_by_key(Worker.redis_worker_namespace_prefix + Job.fetch(
+            job_id, connection=redis).worker_name, connection=redis).pid
+        doomed = next(worker for worker in workers if worker.pid == running_on)
         killed_at = time.monotonic()
         for pid in [doomed.pid, *children(doomed.pid)]:
             try:
@@ -118,16 +120,14 @@ def test_a_job_whose_whole_worker_dies_is_run_by_another_worker(make_client, med
             except ProcessLookupError:
                 pass
         doomed.wait()
-        wait_for(lambda: status(client, headers, job_id)["status"] == "processing"
-                 and status(client, headers, job_id)["attempt"] == 2, timeout=150, interval=0.5,
-                 message="the job to be picked up again")
+        wait_for(lambda: (body := status(client, headers, job_id))["status"] == "processing"
+                 and body["attempt"] == 2, timeout=150, interval=0.5, message="the job to be picked up again")
         print(f"whole-worker kill: job running again on another worker after {time.monotonic() - killed_at:.1f} s")
         wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60,
                  message="the job to complete")
     finally:
-        stop_process(doomed)
-        if survivor:
-            stop_process(survivor)
+        for worker in workers:
+            stop_process(worker)
     assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
 
 
