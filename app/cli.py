@@ -74,9 +74,8 @@ def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str
     if unknown:
         raise click.BadParameter(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUE_NAMES)}",
                                  param_hint="QUEUES")
-    from workers.worker import (
-        run,  # the worker side (yt-dlp, the engine host) is imported only here
-    )
+    # The worker side (yt-dlp, the engine host) is imported only here.
+    from workers.worker import run
 
     run(_settings(), queues or QUEUE_NAMES, burst=burst, max_jobs=max_jobs, name=name)
 

@@ -129,7 +129,8 @@ class QuotaLedger:
 
 
 def refund(connection: Redis, job: Job) -> bool:
-    """Give back the unit ``job`` was charged (once per job): it failed or was cancelled unstarted."""
+    """Give back the unit ``job`` was charged (once per job): it failed for good, or was cancelled
+    while it waited (queued, or for a retry)."""
     user_id, period = job.kwargs.get("user_id"), job.meta.get("quota_period")
     if not (user_id and period):
         return False
