@@ -34,5 +34,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
-    dashboard.init_app(app, settings.effective_redis_url)
+    dashboard.init_app(app, settings)
     return app

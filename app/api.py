@@ -20,6 +20,7 @@ from app.core.jobs import (
     queue_for_tier,
     submit_transcription,
 )
+from app.core.services import wait_for_replicas
 from app.core.validation import parse_submit
 from app.extensions import services
 from app.openapi import Parameter, operation
@@ -68,6 +69,7 @@ def submit():
     idempotency_key = request.headers.get("Idempotency-Key")
     submission = submit_transcription(queue, transcription, user, svc.settings, svc.quota, idempotency_key)
     job = submission.job
+    wait_for_replicas(svc.redis, svc.settings, [job.id])  # a replay too: its job may still be unconfirmed
     headers = submission.quota.headers()
     if idempotency_key is not None:
         headers["Idempotent-Replayed"] = "true" if submission.replayed else "false"
@@ -132,6 +134,7 @@ def submit_batch():
     requests = batches.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
     submitted = batches.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
     record = submitted["record"]
+    wait_for_replicas(svc.redis, svc.settings, record["job_ids"], batch_id=record["batch_id"])
     status_url = url_for("api.batch_status", batch_id=record["batch_id"])
     accepted = schemas.BatchAccepted(
         batch_id=record["batch_id"], status="accepted", queue="batch", total=len(requests),

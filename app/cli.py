@@ -28,7 +28,7 @@ def _friendly_errors(command):
             raise click.ClickException(exc.message) from None
         except RedisConnectionError as exc:
             raise click.ClickException(
-                f"Cannot reach Redis ({exc}): is 'ytcaption up' running, or REDIS_URL set?"
+                f"Cannot reach Redis ({exc}): is 'ytcaption up' running, or REDIS_URL (or REDIS_SENTINELS) set?"
             ) from None
 
     return wrapper
@@ -49,7 +49,7 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API binds to.")
 @_friendly_errors
 def up(host: str) -> None:
-    """Start Redis (embedded unless REDIS_URL is set), the API, a worker and the scheduler; Ctrl-C stops all.
+    """Start Redis (embedded unless REDIS_URL or REDIS_SENTINELS is set), the API, a worker and the scheduler; Ctrl-C stops all.
 
     A running job may finish within WORKER_SHUTDOWN_GRACE seconds, else goes back to its queue;
     Ctrl-C again sends it back at once.

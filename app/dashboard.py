@@ -3,14 +3,20 @@
 It replaces Flower. The browser signs in with HTTP Basic auth: any user name, an admin's API key
 as the password (an ``Authorization: Bearer <admin key>`` header works too). Everyone else gets
 401. rq-dashboard reads the same Redis as the API, with RQ's default serializer, like every
-ytcaption process.
+ytcaption process. rq-dashboard makes its own client from ``RQ_DASHBOARD_REDIS_URL`` (on every
+request); with ``REDIS_SENTINELS`` that is its ``redis+sentinel://`` form, with the passwords in its
+own two settings, so it follows a failover as the API does.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Flask, redirect, request
 
 from app.core.errors import Unauthorized
+from app.core.services import SENTINEL_TIMEOUTS, TIMEOUTS
+from app.core.settings import Settings
 from app.extensions import services
 
 PREFIX = "/rq"
@@ -22,11 +28,11 @@ class DashboardUnauthorized(Unauthorized):
         self.headers = {"WWW-Authenticate": 'Basic realm="ytcaption dashboard"'}
 
 
-def init_app(app: Flask, redis_url: str) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     import rq_dashboard
     from rq_dashboard.web import setup_rq_connection
 
-    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    app.config.update(dashboard_config(settings))
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     setup_rq_connection(app)  # rq-dashboard 0.9 does this only in its own CLI
 
@@ -41,6 +47,19 @@ def init_app(app: Flask, redis_url: str) -> None:
         asked for the password at ``/rq/`` and forget the one in the URL (``http://admin:KEY@host/rq``)."""
         _check_admin()
         return redirect(PREFIX + "/", 308)
+
+
+def dashboard_config(settings: Settings) -> dict[str, str | None]:
+    """rq-dashboard's settings for ytcaption's Redis (its public ones: ``RQ_DASHBOARD_REDIS_*``)."""
+    if not settings.redis_sentinels:
+        return {"RQ_DASHBOARD_REDIS_URL": settings.effective_redis_url}
+    # rq-dashboard shows this URL on its pages (with any user:password@ masked): no password in it.
+    hosts = ",".join(f"{host}:{port}" for host, port in settings.sentinel_addresses)
+    query = urlencode({**TIMEOUTS, **{f"sentinel_{name}": value for name, value in SENTINEL_TIMEOUTS.items()}})
+    secrets = {"RQ_DASHBOARD_REDIS_PASSWORD": settings.redis_password,
+               "RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD": settings.redis_sentinel_password}
+    return {"RQ_DASHBOARD_REDIS_URL": f"redis+sentinel://{hosts}/{settings.redis_sentinel_master}/0?{query}",
+            **{key: secret.get_secret_value() if secret else None for key, secret in secrets.items()}}
 
 
 def _check_admin() -> None:

@@ -46,8 +46,11 @@ COMPLETED = JobMetric("ytcaption_jobs_completed", "counter", ("queue", "status")
 RUN_TIME = JobMetric("ytcaption_job_duration_seconds", "histogram", ("task_name",),
                      "Run time of jobs that ended (buckets 1 s to 1 h).")
 QUEUE_LENGTH = JobMetric("ytcaption_queue_length", "gauge", ("queue",), "Jobs waiting in each queue.")
+RECOVERED = JobMetric("ytcaption_jobs_recovered", "counter", ("reason",),
+                      "Jobs put back on their queue: fetched by a worker that died (worker_lost), or found in no "
+                      "queue, registry or fetched list for over a minute (orphan).")
 ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
-JOB_METRICS = (SUBMITTED, COMPLETED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS)
+JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS)
 
 
 class JobCollector(Collector):
@@ -66,6 +69,12 @@ class JobCollector(Collector):
         for field, value in self.connection.hgetall(stats.COMPLETED).items():
             completed.add_metric(field.decode().split("|"), int(value))
         yield completed
+
+        recovered = CounterMetricFamily(RECOVERED.name, RECOVERED.help, labels=RECOVERED.labels)
+        counts = {field.decode(): int(value) for field, value in self.connection.hgetall(stats.RECOVERED).items()}
+        for reason in ("worker_lost", "orphan"):
+            recovered.add_metric([reason], counts.get(reason, 0))
+        yield recovered
 
         duration = HistogramMetricFamily(RUN_TIME.name, RUN_TIME.help, labels=RUN_TIME.labels)
         for key in self.connection.scan_iter(stats.DURATION.format("*")):

@@ -1,6 +1,6 @@
 """``ytcaption up``: the whole stack in the foreground, stopped cleanly by Ctrl-C.
 
-Starts an embedded Redis (when ``REDIS_URL`` is unset), the API under gunicorn, one worker on all
+Starts an embedded Redis (when neither ``REDIS_URL`` nor ``REDIS_SENTINELS`` is set), the API under gunicorn, one worker on all
 queues and the scheduler, each with this process's settings. Children run in their own sessions
 so that Ctrl-C reaches only this process, which then stops them: API, worker and scheduler get
 SIGTERM (the worker's job may finish within ``WORKER_SHUTDOWN_GRACE``, else goes back to its
@@ -37,7 +37,7 @@ def commands(settings: Settings, host: str) -> dict[str, list[str]]:
 
 def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
     redis = None
-    if settings.redis_url is None:
+    if settings.redis_url is None and not settings.redis_sentinels:
         redis = RedisServer(settings.data_dir.resolve(), unix_socket=settings.embedded_redis_socket)
         redis.start()
         settings = settings.model_copy(update={"redis_url": redis.url})

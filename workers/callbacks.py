@@ -32,7 +32,7 @@ from workers.jobs import job_work_dir
 
 
 def job_succeeded(job: Job, connection: Redis, result: object) -> None:
-    record_completed(connection, job.origin, "finished", task_name(job.func_name), _run_time(job))
+    record_completed(connection, job.id, job.origin, "finished", task_name(job.func_name), _run_time(job))
 
 
 def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: BaseException,
@@ -45,7 +45,7 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: 
 
 def job_stopped(job: Job, connection: Redis) -> None:
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
-    record_completed(connection, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
+    record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
 
 
 def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
@@ -68,7 +68,7 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     if job.should_retry:
         return
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
-    record_completed(connection, job.origin, "cancelled" if cancelled else "failed", task_name(job.func_name),
+    record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed", task_name(job.func_name),
                      _run_time(job))
     if not cancelled:
         refund(connection, job)

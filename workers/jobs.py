@@ -13,12 +13,18 @@ success and failure, each through RQ's own means:
   one of its attempts;
 - **timed out**: RQ raises ``JobTimeoutException`` at the job's timeout, which the job extends once
   it knows the video's duration (``extend_timeout``).
+
+And one way out that leaves no trace: a work horse that finds its job given to another worker
+(its machine froze for longer than the job's heartbeat, or Redis came back from a crash without
+the job's start) walks away (``ensure_owned``): it records nothing, so the job ends once, by the
+run that owns it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import signal
 import socket
@@ -85,11 +91,35 @@ class Progress:
         percent = max(int(percent), self.job.meta.get("progress", 0))
         if stage == self._stage and (now - self._last_write < self.interval or percent == self.job.meta["progress"]):
             return
+        ensure_owned(self.job)
         if is_cancel_requested(self.job.connection, self.job.id):
             stop(self.job)
         self.job.meta.update(stage=stage, progress=percent)
         self.job.save_meta()
         self._stage, self._last_write = stage, now
+
+
+def ensure_owned(job: Job) -> None:
+    """Walk away from ``job`` if it is no longer this work horse's: another worker runs it (or ran
+    it), or it is back on its queue or waiting for a retry.
+
+    Nothing is recorded (RQ's bookkeeping would overwrite that of the run that owns the job): the
+    horse drops its worker's execution of the job, removes its files and exits with status 0,
+    which RQ's worker takes as a job done by the horse.
+    """
+    status, owner = job.connection.hmget(job.key, "status", "worker_name")
+    if status == b"started" and owner and owner.decode() == job.worker_name:
+        return
+    log.warning("the job was given to another worker while this one was not answering; leaving it",
+                extra={"owner": owner.decode() if owner else None, "status": status.decode() if status else None})
+    shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    with job.connection.pipeline() as pipe:
+        for execution in job.get_executions():
+            if execution.worker_name == job.worker_name:
+                execution.delete(job=job, pipeline=pipe)
+        pipe.execute()
+    logging.shutdown()
+    os._exit(0)
 
 
 def stop(job: Job) -> None:
@@ -122,11 +152,13 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
         return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model,
                            user_id=user_id, max_duration=limit)
     except ShutDownImminentException:
+        ensure_owned(job)
         log.info("the worker is shutting down; handing the job back to the front of its queue")
         job.meta.update(stage="queued", progress=0)
         job.save_meta()
         return Retry(max=MAX_HAND_BACKS, enqueue_at_front=True)
     except BaseException as exc:
+        ensure_owned(job)
         job.meta["error"] = describe_error(exc, job)
         if not is_transient(exc):
             job.retries_left = 0  # RQ retries on any failure; a permanent one must fail at once
@@ -194,6 +226,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         shutil.rmtree(directory, ignore_errors=True)
 
     progress.update("storing", TRANSCRIBE_END)
+    ensure_owned(job)  # the transcript and the result are this run's to write
     started = time.perf_counter()
     transcription_id = job.id  # one transcript per job: running the job again overwrites it
     TranscriptStore(job.connection, settings.transcript_ttl).save({

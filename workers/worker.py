@@ -10,9 +10,11 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
   ``WORKER_SHUTDOWN_GRACE`` s (its ``imminent_shutdown_delay``) to finish, then RQ raises
   ``ShutDownImminentException`` in it and the job hands itself back (``workers.jobs``);
 - heartbeats every ``MONITOR_INTERVAL`` s and maintenance every ``MAINTENANCE_INTERVAL`` s are
-  constructor arguments.
+  constructor arguments;
+- ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
+  worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
 
-``TranscriptionWorker`` overrides five RQ methods; each says why. They are the only ones, and
+``TranscriptionWorker`` overrides six RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
 """
 
@@ -23,20 +25,24 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 from redis import Redis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.worker import HerokuWorker
 
+from app.core import reliability
 from app.core.errors import EngineUnavailable
 from app.core.jobs import QUEUE_NAMES
+from app.core.reliability import claim
 from app.core.settings import Settings
 from workers import context
 from workers.callbacks import horse_killed
 from workers.download import warm_up
 from workers.engine_host import EngineHost
+from workers.fetch import FetchingQueue
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +78,14 @@ class TranscriptionWorker(HerokuWorker):
         #: Set by ``run`` once RQ's work loop returned.
         self.left_work_loop = False
 
-    # Why: the engine host runs beside the worker, not under RQ; it is restarted if it died
-    # and recycled once worn, between two jobs (RQ has no hook around a job in the worker).
+    # Why: RQ has no hook around a job in the worker. Before the job: claim it from the fetched
+    # list (a worker that was frozen may find it given to another), and restart the engine host if
+    # it died; after it: recycle the engine host once worn.
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if not claim(self.connection, self.name, job.id):
+            self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
+                             "not running it here", self.name, job.id)
+            return
         if self.engine_host is not None:
             try:
                 self.engine_host.ensure_running()
@@ -89,9 +100,19 @@ class TranscriptionWorker(HerokuWorker):
                 self.engine_host.recycle_if_worn(self.settings.engine_max_jobs, self.settings.engine_max_memory_mb)
 
     # Why: a job extends its own timeout once it knows the video's duration (``extend_timeout``);
-    # RQ's monitor would otherwise kill the horse at the timeout it read when the job started.
+    # RQ's monitor would otherwise kill the horse at the timeout it read when the job started. And
+    # a worker that was frozen must not keep alive, by its heartbeats, a job given to another
+    # worker meanwhile (RQ would later find it "abandoned" and run it a third time): it drops its
+    # execution instead, and the horse walks away from the job (``workers.jobs.ensure_owned``).
     def maintain_heartbeats(self, job: Job, execution) -> None:
-        timeout = self.connection.hget(job.key, "timeout")
+        timeout, status, worker_name = self.connection.hmget(job.key, "timeout", "status", "worker_name")
+        if taken_from(self.connection, job, self.name, status, worker_name):
+            self.log.warning("Worker %s: job %s was given to another worker while this one was not answering; "
+                             "leaving it", self.name, job.id)
+            with self.connection.pipeline() as pipe:
+                execution.delete(job=job, pipeline=pipe)
+                pipe.execute()
+            return
         if timeout:
             job.timeout = int(timeout)
         super().maintain_heartbeats(job, execution)
@@ -100,6 +121,12 @@ class TranscriptionWorker(HerokuWorker):
     # died (a lost machine) is found abandoned, and retried, within about 25 s.
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    # Why: besides RQ's own maintenance (abandoned jobs, expired entries), recover the fetched jobs
+    # of workers that are gone and requeue orphans (``app.core.reliability``), at the same pace.
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        reliability.maintain(self.connection, self.queue_names(), self.maintenance_interval)
 
     # Why: ``run`` must tell a requested stop from RQ's loop quitting on a Redis error; and the stop
     # of an idle worker must not be lost. RQ stops it by raising StopRequested from its signal
@@ -132,10 +159,23 @@ class TranscriptionWorker(HerokuWorker):
         super().request_force_stop(signum, frame)
 
 
+def taken_from(connection: Redis, job: Job, worker_name: str, status: bytes | None, owner: bytes | None) -> bool:
+    """Whether ``job``, which ``worker_name`` started, now belongs to someone else (or ended): run by
+    another worker, back on its queue, waiting for a retry, or gone."""
+    status = status.decode() if status else None
+    if status == JobStatus.STARTED:
+        return bool(owner) and owner.decode() != worker_name
+    if status == JobStatus.QUEUED:  # not started yet by the horse, or put back on its queue
+        return connection.lpos(Queue(job.origin, connection=connection).key, job.id) is not None
+    return True
+
+
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
-                 engine_host: EngineHost | None = None, **kwargs) -> TranscriptionWorker:
-    queues = [Queue(name, connection=connection) for name in queue_names]
-    return TranscriptionWorker(queues, connection=connection, settings=settings, engine_host=engine_host, **kwargs)
+                 engine_host: EngineHost | None = None, name: str | None = None, **kwargs) -> TranscriptionWorker:
+    name = name or uuid.uuid4().hex
+    queues = [FetchingQueue(queue, connection=connection, fetcher=name) for queue in queue_names]
+    return TranscriptionWorker(queues, connection=connection, settings=settings, engine_host=engine_host,
+                               name=name, queue_class=FetchingQueue, **kwargs)
 
 
 def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: bool = False,
@@ -167,6 +207,8 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         warm_up()
         host.start()
         context.use(settings, host.client)
+        if name:  # jobs this worker fetched in an earlier life, under the same name
+            reliability.recover_fetched(connection, restarting=[name])
         pause = 1.0
         while not stop_signals:
             worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)

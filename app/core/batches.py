@@ -25,6 +25,7 @@ from app.core.jobs import (
     public_status,
 )
 from app.core.quota import QuotaLedger
+from app.core.reliability import accept
 from app.core.schemas import BatchBody
 from app.core.settings import Settings
 from app.core.stats import record_submitted, task_name
@@ -61,6 +62,8 @@ def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User,
         record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
                   "created_at": time.time()}
         pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
+        for job in jobs:
+            accept(pipe, job.id)
         record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
         pipe.execute()
     return {"record": record, "quota": quota}

@@ -173,6 +173,18 @@ class ServiceUnavailable(YtcaptionError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class NotReplicated(YtcaptionError):
+    """With `REDIS_WAIT_REPLICAS`: the job was stored on the Redis master but not confirmed by enough replicas
+    in time (or Redis failed meanwhile); the body's `job_id` (a batch: `batch_id`, `job_ids`) says which to
+    look up."""
+
+    status = 503
+    code = "not_replicated"
+
+    def __init__(self, message: str, details: dict, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, details=details)
+
+
 class UserAlreadyExists(YtcaptionError):
     """A user with this email exists already (CLI)."""
 

@@ -36,6 +36,7 @@ from app.core.errors import (
     UnexpectedJobError,
 )
 from app.core.quota import Quota, QuotaLedger, refund
+from app.core.reliability import accept
 from app.core.settings import Settings
 from app.core.stats import record_completed, record_submitted, task_name
 from app.core.users import User
@@ -138,6 +139,7 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
     if idempotency_key is None:
         with ledger.charged(user) as quota, queue.connection.pipeline() as pipe:
             job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+            accept(pipe, job.id)
             record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
             pipe.execute()
         return Submission(job, quota)
@@ -168,6 +170,7 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
                     pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}),
                              ex=settings.result_ttl)
+                    accept(pipe, job.id)
                     record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
                     pipe.execute()
             except WatchError:
@@ -289,7 +292,7 @@ def cancel_job(connection: Redis, job: Job) -> str:
         connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
         job.cancel()
         refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
-        record_completed(connection, job.origin, "cancelled", task_name(job.func_name), None)
+        record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"
     try:
         send_stop_job_command(connection, job.id)

@@ -90,6 +90,9 @@ class Error(Document):
     error: str = Field(description="A stable, machine-readable code, e.g. `invalid_url`.")
     message: str = Field(description="What went wrong, in one sentence.")
     quota: QuotaDocument | None = Field(None, description="With `quota_exceeded`: the month's quota.")
+    job_id: str | None = Field(None, description="With `not_replicated`: the job that was accepted by the master.")
+    batch_id: str | None = Field(None, description="With `not_replicated` for a batch: the batch.")
+    job_ids: list[str] | None = Field(None, description="With `not_replicated` for a batch: its jobs.")
 
 
 class Accepted(Document):

@@ -23,7 +23,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
+    SerializationInfo,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -36,6 +39,9 @@ BUNDLED_MODEL = "tiny.en"
 
 #: A model file of openai-whisper (``torch.save`` of its dimensions and weights).
 CHECKPOINT_SUFFIX = ".pt"
+
+#: Serialization context of ``to_json``/``to_environ``: passwords are written out for a child process.
+_FOR_CHILD = "for_child_process"
 
 #: A comma-separated list in the environment, a tuple in Python.
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -53,7 +59,24 @@ class Settings(BaseSettings):
     # --- where things are ----------------------------------------------------------------------
     redis_url: str | None = Field(None, description=(
         "Redis to use. Unset: the embedded Redis that `ytcaption up` starts in `DATA_DIR` "
-        "(`unix://$DATA_DIR/redis.sock`)."))
+        "(`unix://$DATA_DIR/redis.sock`), unless `REDIS_SENTINELS` is set."))
+    redis_sentinels: CommaList = Field((), description=(
+        "Redis Sentinels to ask for the master instead (comma-separated `host:port`, e.g. "
+        "`10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379`): every process follows a failover. Not together "
+        "with `REDIS_URL`. See docs/operations.md#high-availability."))
+    redis_sentinel_master: str = Field("mymaster", min_length=1, description=(
+        "With `REDIS_SENTINELS`: the name the Sentinels monitor the master under (`sentinel monitor NAME …`)."))
+    redis_sentinel_password: SecretStr | None = Field(None, description=(
+        "With `REDIS_SENTINELS`: the Sentinels' own password (their `requirepass`), if they have one."))
+    redis_password: SecretStr | None = Field(None, description=(
+        "With `REDIS_SENTINELS`: the password of the master and its replicas (with `REDIS_URL` the password "
+        "goes in the URL). Passed on to child processes, never logged."))
+    redis_wait_replicas: NonNegativeInt = Field(0, description=(
+        "A submit is answered `202` only once this many replicas have confirmed the jobs (Redis `WAIT`), so "
+        "a failover cannot lose an accepted job; if fewer confirm within `REDIS_WAIT_TIMEOUT`, `503` "
+        "`not_replicated` with the job's id. `0`: answer once the master has them."))
+    redis_wait_timeout: PositiveFloat = Field(1.0, description=(
+        "Seconds a submit waits for `REDIS_WAIT_REPLICAS` replicas to confirm."))
     data_dir: Path = Field(Path(".ytcaption"), description=(
         "Where the embedded Redis keeps its socket, append-only file and log."))
     port: PositiveInt = Field(8000, description="Port the API listens on (`ytcaption up`, Procfile `web`).")
@@ -144,7 +167,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "`DEBUG`, `INFO`, `WARNING` or `ERROR`."))
 
-    @field_validator("whisper_allowed_models", "allowed_url_hosts", mode="before")
+    @field_validator("whisper_allowed_models", "allowed_url_hosts", "redis_sentinels", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -156,6 +179,20 @@ class Settings(BaseSettings):
     def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(host.lower() for host in hosts)
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, sentinels: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in sentinels:
+            _host_and_port(entry)
+        return sentinels
+
+    @field_serializer("redis_sentinel_password", "redis_password", when_used="json")
+    def _hide_secrets(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        """``**********`` in any JSON dump, unless it is for a child process (``to_json``, ``to_environ``)."""
+        if value is None:
+            return None
+        return value.get_secret_value() if (info.context or {}).get(_FOR_CHILD) else str(value)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -164,6 +201,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models(self) -> Settings:
         self.allowed_models  # noqa: B018 - refuses at start-up a model the engine cannot load
+        return self
+
+    @model_validator(mode="after")
+    def _check_one_redis(self) -> Settings:
+        # The message names the settings only: REDIS_URL may hold a password.
+        if self.redis_url is not None and self.redis_sentinels:
+            raise ValueError("REDIS_URL and REDIS_SENTINELS are both set: set REDIS_URL for one Redis, or "
+                             "REDIS_SENTINELS (and REDIS_SENTINEL_MASTER) for a master the Sentinels follow, "
+                             "not both")
         return self
 
     # --- reading and passing on ------------------------------------------------------------------
@@ -187,12 +233,13 @@ class Settings(BaseSettings):
         return cls.model_validate_json(document)
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """These settings for a child process, passwords included (so never log this)."""
+        return self.model_dump_json(context={_FOR_CHILD: True})
 
     def to_environ(self) -> dict[str, str]:
-        """These settings as environment variables, for a child program that reads its own."""
+        """These settings as environment variables, for a child program that reads its own (passwords included)."""
         environ = {}
-        for name, value in self.model_dump(mode="json").items():
+        for name, value in self.model_dump(mode="json", context={_FOR_CHILD: True}).items():
             if value is None:
                 continue
             if isinstance(value, list):
@@ -210,8 +257,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_redis_url(self) -> str:
-        """``REDIS_URL``, or the unix socket of the embedded Redis in ``DATA_DIR``."""
+        """``REDIS_URL``, or the unix socket of the embedded Redis in ``DATA_DIR`` (without ``REDIS_SENTINELS``)."""
         return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``REDIS_SENTINELS`` as ``(host, port)`` pairs."""
+        return [_host_and_port(entry) for entry in self.redis_sentinels]
 
     def quota_for(self, tier: str) -> int:
         return getattr(self, f"quota_{tier}")
@@ -245,6 +297,15 @@ class Settings(BaseSettings):
             _check_engine_loads(self.whisper_engine, target or name, "WHISPER_ALLOWED_MODELS")
             allowed[name] = target or name
         return allowed
+
+
+def _host_and_port(entry: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:26379`` for an IPv6 address) as a pair; ValueError if it is not one."""
+    host, _, port = entry.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"entry {entry!r} is not host:port (e.g. 10.0.0.5:26379)")
+    return host, int(port)
 
 
 def model_name(model: str) -> str:

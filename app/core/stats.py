@@ -6,11 +6,33 @@ import math
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 SUBMITTED = "ytcaption:metrics:submitted"  # hash "queue|task" -> count
 COMPLETED = "ytcaption:metrics:completed"  # hash "queue|status" -> count
 DURATION = "ytcaption:metrics:duration:{}"  # hash per task: bucket bounds, "sum", "count"
+RECOVERED = "ytcaption:metrics:recovered"  # hash reason -> count
+ENDED = "ytcaption:ended:{}:{}"  # set once per job and outcome, so that a job is counted once
+ENDED_TTL = 7 * 86400
+#: The ledger of accepted jobs (``app.core.reliability.LEDGER``; defined here, which imports nothing of ours).
+LEDGER = "ytcaption:accepted"
 BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, math.inf)
+
+
+# KEYS: the once-key, COMPLETED, the task's DURATION hash, LEDGER.
+# ARGV: once-key TTL, "queue|status", job id, duration or "", then the bucket labels the duration is in.
+_COUNT_ONCE_SCRIPT = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('ZREM', KEYS[4], ARGV[3])
+if ARGV[4] ~= '' then
+  for i = 5, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
+  redis.call('HINCRBYFLOAT', KEYS[3], 'sum', ARGV[4])
+  redis.call('HINCRBY', KEYS[3], 'count', 1)
+end
+return 1
+"""
+_COUNT_ONCE = Script(None, _COUNT_ONCE_SCRIPT.encode())  # bytes: no client needed to hash it
 
 
 def task_name(func_name: str) -> str:
@@ -22,24 +44,27 @@ def record_submitted(connection: Redis | Pipeline, queue: str, task: str, count:
     connection.hincrby(SUBMITTED, f"{queue}|{task}", count)
 
 
-def record_completed(connection: Redis | Pipeline, queue: str, status: str, task: str,
-                     duration: float | None) -> None:
-    """Count a job that ended (``finished``, ``failed`` or ``cancelled``) and, if it ran, its duration.
+def record_completed(connection: Redis | Pipeline, job_id: str, queue: str, status: str, task: str,
+                     duration: float | None) -> bool:
+    """Count a job that ended (``finished``, ``failed`` or ``cancelled``) and, if it ran, its duration,
+    and take it off the ledger of accepted jobs (``app.core.reliability``).
 
-    Given a pipeline, only adds the commands to it (the worker counts a success in RQ's own
-    transaction that records it); given a connection, sends them in one round trip.
+    Counted once per job and outcome, in one script: a job run twice (its worker froze, was given
+    up for dead, and came back) still counts once. Returns whether this call counted it (always
+    True given a pipeline, which only queues the script).
     """
-    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
-    pipe.hincrby(COMPLETED, f"{queue}|{status}", 1)
-    if duration is not None:
-        key = DURATION.format(task)
-        for bound in BUCKETS:
-            if duration <= bound:
-                pipe.hincrby(key, bound_label(bound), 1)
-        pipe.hincrbyfloat(key, "sum", duration)
-        pipe.hincrby(key, "count", 1)
-    if pipe is not connection:
-        pipe.execute()
+    buckets = [bound_label(bound) for bound in BUCKETS if duration is not None and duration <= bound]
+    counted = _COUNT_ONCE(
+        keys=[ENDED.format(job_id, status), COMPLETED, DURATION.format(task), LEDGER],
+        args=[ENDED_TTL, f"{queue}|{status}", job_id, "" if duration is None else repr(duration), *buckets],
+        client=connection)
+    return isinstance(connection, Pipeline) or bool(counted)
+
+
+def record_recovered(connection: Redis | Pipeline, reason: str, count: int = 1) -> None:
+    """Count jobs put back on their queue after their worker was lost (``worker_lost``) or found
+    in no place (``orphan``)."""
+    connection.hincrby(RECOVERED, reason, count)
 
 
 def bound_label(bound: float) -> str:

@@ -1,0 +1,208 @@
+"""No accepted job is lost: reliable fetch, recovery of fetched jobs, and the orphan sweeper.
+
+Where an accepted job can be, and who finds it again if its process dies there:
+
+1. **waiting** on its queue list (``rq:queue:<name>``): safe;
+2. **fetched**: a worker moves it, in one Redis operation, from the first non-empty queue (in
+   priority order) to its own *fetched list* (``ytcaption:fetched:<worker>``); see ``FETCH``.
+   When the worker starts it, the worker first *claims* it (takes it off that list). A fetched
+   job whose worker is gone (its RQ worker key expired: about 25 s after an idle worker's last
+   heartbeat) is put back at the front of its queue by ``recover_fetched``, without using one of
+   its attempts; a frozen worker that comes back finds its claim gone and does not run the job;
+3. **running**: RQ's started registry, with a heartbeat; a job whose worker died is found
+   abandoned by RQ's maintenance and retried (``worker_lost``, one attempt);
+4. **scheduled** for a retry (RQ's scheduled registry), or **ended**.
+
+Every job the API accepts is also written, in the same transaction, to a ledger (a sorted set
+of accepted, not yet ended job ids, scored by acceptance time); ``app.core.stats.record_completed``
+takes it off when the job ends. ``sweep_orphans`` finds ledger entries that have been in none of
+the places above for more than ``ORPHAN_GRACE`` seconds (a write lost to a Redis crash, a process
+killed between two non-atomic steps) and puts them back on their queue: ``orphan_requeued``.
+
+All of it runs in Lua scripts, so several workers running it at the same time is harmless.
+Key layouts are RQ's, read from its classes; Redis Cluster is not supported (the scripts name
+keys they compute).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from redis import Redis
+from redis.commands.core import Script
+from rq import Queue, Worker
+from rq.job import Job
+
+from app.core import stats
+from app.core.stats import record_recovered
+
+log = logging.getLogger(__name__)
+
+#: Accepted, not yet ended job ids, scored by the time they were accepted.
+LEDGER = stats.LEDGER
+#: Ledger entries found in no place, with the time they were first found so.
+MISSING = "ytcaption:accepted:missing"
+#: Names of the workers that may hold fetched jobs.
+FETCHERS = "ytcaption:fetchers"
+FETCHED = "ytcaption:fetched:{}"
+SWEEP_LOCK = "ytcaption:sweep-lock"
+#: Seconds an accepted job must be in no queue, registry or fetched list before it is requeued.
+ORPHAN_GRACE = 60
+
+# KEYS: the worker's fetched list, FETCHERS, then the queues in priority order. ARGV: the worker's name.
+_FETCH_SCRIPT = """
+for i = 3, #KEYS do
+  local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
+  if job_id then
+    redis.call('SADD', KEYS[2], ARGV[1])
+    return {KEYS[i], job_id}
+  end
+end
+return false
+"""
+
+# KEYS: FETCHERS. ARGV: worker key prefix, fetched-list prefix, job key prefix, queue key prefix,
+# then the names of workers to treat as gone whatever their key says (a worker starting again).
+_RECOVER_SCRIPT = """
+local gone = {}
+for i = 5, #ARGV do gone[ARGV[i]] = true end
+local recovered = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if gone[name] or redis.call('EXISTS', ARGV[1] .. name) == 0 then
+    local list = ARGV[2] .. name
+    while true do
+      local job_id = redis.call('RPOP', list)
+      if not job_id then break end
+      local job = redis.call('HMGET', ARGV[3] .. job_id, 'origin', 'status')
+      if job[1] and job[2] == 'queued' then
+        redis.call('LPUSH', ARGV[4] .. job[1], job_id)
+        table.insert(recovered, job_id)
+      end
+    end
+    redis.call('SREM', KEYS[1], name)
+  end
+end
+return recovered
+"""
+
+# KEYS: LEDGER, MISSING, FETCHERS. ARGV: now, grace, job key prefix, queue key prefix, fetched-list
+# prefix, then for each queue: its name, started, scheduled and deferred registry keys.
+_SWEEP_SCRIPT = """
+local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local placed = {}
+local function add_list(key)
+  for _, job_id in ipairs(redis.call('LRANGE', key, 0, -1)) do placed[job_id] = true end
+end
+local function add_registry(key, composite)
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    if composite then member = string.match(member, '^([^:]+)') end
+    placed[member] = true
+  end
+end
+for i = 6, #ARGV, 4 do
+  add_list(ARGV[4] .. ARGV[i])
+  add_registry(ARGV[i + 1], true)
+  add_registry(ARGV[i + 2], false)
+  add_registry(ARGV[i + 3], false)
+end
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do add_list(ARGV[5] .. name) end
+
+local ended = {finished = true, failed = true, stopped = true, canceled = true}
+local requeued = {}
+for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - grace)) do
+  local job = redis.call('HMGET', ARGV[3] .. job_id, 'origin', 'status')
+  if not job[1] or ended[job[2]] then
+    redis.call('ZREM', KEYS[1], job_id)
+    redis.call('HDEL', KEYS[2], job_id)
+  elseif placed[job_id] then
+    redis.call('HDEL', KEYS[2], job_id)
+  else
+    local since = tonumber(redis.call('HGET', KEYS[2], job_id))
+    if not since then
+      redis.call('HSET', KEYS[2], job_id, now)
+    elseif now - since >= grace then
+      redis.call('HSET', ARGV[3] .. job_id, 'status', 'queued')
+      redis.call('LPUSH', ARGV[4] .. job[1], job_id)
+      redis.call('HDEL', KEYS[2], job_id)
+      table.insert(requeued, job_id)
+    end
+  end
+end
+for _, job_id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if not redis.call('ZSCORE', KEYS[1], job_id) then redis.call('HDEL', KEYS[2], job_id) end
+end
+return requeued
+"""
+
+_FETCH, _RECOVER, _SWEEP = (Script(None, script.encode()) for script in (_FETCH_SCRIPT, _RECOVER_SCRIPT, _SWEEP_SCRIPT))
+
+
+def accept(pipe, job_id: str, when: float | None = None) -> None:
+    """Write ``job_id`` to the ledger; pass the transaction that enqueues the job."""
+    pipe.zadd(LEDGER, {job_id: when if when is not None else time.time()})
+
+
+def fetched_key(worker_name: str) -> str:
+    return FETCHED.format(worker_name)
+
+
+def fetch(connection: Redis, worker_name: str, queue_keys: Sequence[str]) -> tuple[str, str] | None:
+    """Move the first job of the first non-empty queue to ``worker_name``'s fetched list.
+
+    Returns ``(queue_key, job_id)``, or None when every queue is empty.
+    """
+    result = _FETCH(keys=[fetched_key(worker_name), FETCHERS, *queue_keys],
+                                                 args=[worker_name], client=connection)
+    if not result:
+        return None
+    return result[0].decode(), result[1].decode()
+
+
+def claim(connection: Redis, worker_name: str, job_id: str) -> bool:
+    """Take a fetched job off the worker's list before starting it; False if it was recovered meanwhile."""
+    return bool(connection.lrem(fetched_key(worker_name), 1, job_id))
+
+
+def recover_fetched(connection: Redis, restarting: Iterable[str] = ()) -> list[str]:
+    """Put the fetched jobs of workers that are gone back at the front of their queues.
+
+    ``restarting`` names workers whose fetched lists are from an earlier life (a worker starting
+    again under the same name recovers its own list first).
+    """
+    recovered = [job_id.decode() for job_id in _RECOVER(
+        keys=[FETCHERS],
+        args=[Worker.redis_worker_namespace_prefix, FETCHED.format(""), Job.redis_job_namespace_prefix,
+              Queue.redis_queue_namespace_prefix, *restarting], client=connection)]
+    for job_id in recovered:
+        log.warning("fetched_job_requeued", extra={"job_id": job_id, "reason": "worker_lost"})
+    if recovered:
+        record_recovered(connection, "worker_lost", len(recovered))
+    return recovered
+
+
+def sweep_orphans(connection: Redis, queue_names: Sequence[str], grace: float = ORPHAN_GRACE,
+                  now: float | None = None) -> list[str]:
+    """Requeue accepted jobs that have been in no queue, registry or fetched list for ``grace`` s."""
+    args: list[str | float] = [now if now is not None else time.time(), grace, Job.redis_job_namespace_prefix,
+                               Queue.redis_queue_namespace_prefix, FETCHED.format("")]
+    for name in queue_names:
+        queue = Queue(name, connection=connection)
+        args += [name, queue.started_job_registry.key, queue.scheduled_job_registry.key,
+                 queue.deferred_job_registry.key]
+    requeued = [job_id.decode() for job_id in _SWEEP(
+        keys=[LEDGER, MISSING, FETCHERS], args=args, client=connection)]
+    for job_id in requeued:
+        log.warning("orphan_requeued", extra={"job_id": job_id, "reason": "orphan"})
+    if requeued:
+        record_recovered(connection, "orphan", len(requeued))
+    return requeued
+
+
+def maintain(connection: Redis, queue_names: Sequence[str], interval: float) -> None:
+    """Recover fetched jobs of gone workers and sweep orphans, at most once per ``interval`` s
+    across all workers (a lock), as part of a worker's maintenance."""
+    if connection.set(SWEEP_LOCK, 1, nx=True, px=max(1, int(interval * 1000) - 500)):
+        recover_fetched(connection)
+        sweep_orphans(connection, queue_names)

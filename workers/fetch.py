@@ -1,0 +1,130 @@
+"""How a worker takes its next job: in priority order, without ever holding it where no one can find it.
+
+RQ 3.0 pops from several queues with ``BLPOP``: a job popped by a worker that dies before the job
+reaches RQ's started registry is in no list and no registry, lost. ``FetchingQueue`` is the
+worker's ``queue_class`` (RQ's extension point for this): its ``dequeue_any`` moves the first job
+of the first non-empty queue to the worker's fetched list in one Redis operation
+(``app.core.reliability.fetch``), where ``recover_fetched`` finds it should the worker die.
+
+When every queue is empty the worker waits for Redis to say that one of its queue lists changed
+(keyspace notifications for list commands, which the worker turns on: ``notify-keyspace-events``
+gets ``Kl``), then looks again; it does not poll. Where the Redis server refuses ``CONFIG SET``
+(some managed services; set the option there instead) the worker looks once every
+``POLL_INTERVAL`` s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from redis import Redis
+from redis.exceptions import ResponseError
+from rq import Queue
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.job import Job
+
+from app.core.reliability import claim, fetch
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at empty queues when Redis cannot notify.
+POLL_INTERVAL = 1.0
+#: Keyspace notifications: "K" (key-space channel) and "l" (list commands); "A" includes "l".
+NOTIFY_FLAGS = "Kl"
+
+
+class FetchingQueue(Queue):
+    """RQ's Queue, whose ``dequeue_any`` is ytcaption's reliable fetch for the worker ``fetcher``."""
+
+    def __init__(self, *args, fetcher: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetcher = fetcher
+
+    @classmethod
+    def dequeue_any(cls, queues: Sequence[Queue], timeout: int | None, connection: Redis, job_class=None,
+                    serializer=None, death_penalty_class=None) -> tuple[Job, Queue] | None:
+        """The next job and its queue, trying ``queues`` in order; blocks up to ``timeout`` s (None:
+        does not block) and then raises ``DequeueTimeout``, as RQ's does."""
+        fetcher = next(queue.fetcher for queue in queues if getattr(queue, "fetcher", None))
+        queue_keys = [queue.key for queue in queues]
+        job_class = job_class or cls.job_class
+        deadline = None if timeout is None else time.monotonic() + timeout
+        doorbell = None
+        try:
+            while True:
+                fetched = fetch(connection, fetcher, queue_keys)
+                if fetched is not None:
+                    queue_key, job_id = fetched
+                    try:
+                        job = job_class.fetch(job_id, connection=connection, serializer=serializer)
+                    except NoSuchJobError:  # expired or deleted while waiting: nothing to run
+                        claim(connection, fetcher, job_id)
+                        continue
+                    queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_class,
+                                               serializer=serializer, death_penalty_class=death_penalty_class)
+                    return job, queue
+                if deadline is None:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DequeueTimeout(timeout, queue_keys)
+                if doorbell is None:
+                    # Subscribed before looking again: a job pushed from now on rings it.
+                    doorbell = Doorbell(connection, queue_keys)
+                    continue
+                doorbell.wait(remaining)
+        finally:
+            if doorbell is not None:
+                doorbell.close()
+
+
+class Doorbell:
+    """Rings when one of ``queue_keys`` changes, by Redis keyspace notifications (or every
+    ``POLL_INTERVAL`` s where Redis cannot send them)."""
+
+    def __init__(self, connection: Redis, queue_keys: Sequence[str]) -> None:
+        self.pubsub = None
+        if not enable_notifications(connection):
+            return
+        db = connection.connection_pool.connection_kwargs.get("db", 0)
+        self.pubsub = connection.pubsub()
+        self.pubsub.subscribe(*(f"__keyspace@{db}__:{key}" for key in queue_keys))
+        confirmed = 0
+        while confirmed < len(queue_keys):  # the subscription is in place once Redis confirmed it
+            message = self.pubsub.get_message(timeout=5)
+            if message is None:
+                raise TimeoutError("Redis did not confirm the subscription to the queues' notifications")
+            confirmed += message["type"] == "subscribe"
+
+    def wait(self, seconds: float) -> None:
+        if self.pubsub is None:
+            time.sleep(min(seconds, POLL_INTERVAL))
+        else:
+            self.pubsub.get_message(timeout=seconds)
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            self.pubsub.close()
+
+
+_warned = False
+
+
+def enable_notifications(connection: Redis) -> bool:
+    """Whether Redis sends list keyspace notifications, turning them on if it lets us."""
+    global _warned
+    try:
+        flags = connection.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+        if "K" in flags and ("l" in flags or "A" in flags):
+            return True
+        connection.config_set("notify-keyspace-events", "".join(sorted(set(flags) | set(NOTIFY_FLAGS))))
+        return True
+    except ResponseError as error:
+        if not _warned:
+            _warned = True
+            log.warning("Redis refused CONFIG (%s): idle workers look for jobs every %.0f s. Set "
+                        "notify-keyspace-events to include 'Kl' on the server to wake them at once.",
+                        error, POLL_INTERVAL)
+        return False
