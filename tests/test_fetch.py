@@ -1,0 +1,188 @@
+"""No accepted job is lost: the reliable fetch, recovery of a gone worker's fetched jobs, the ledger
+and its orphan sweeper (``app.core.reliability``, ``workers.fetch``), with a real Redis and real workers."""
+
+import os
+import signal
+import threading
+import time
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+
+from app.core import reliability, stats
+from app.core.jobs import QUEUE_NAMES
+from app.core.redis_server import RedisServer, free_port
+from tests.helpers import start_worker, status, stop_process, submit, wait_for
+from tests.test_reliability import user_headers
+from workers.fetch import FetchingQueue
+
+
+def queue_keys():
+    return [Queue.redis_queue_namespace_prefix + name for name in QUEUE_NAMES]
+
+
+def queue_key(name: str) -> str:
+    return Queue.redis_queue_namespace_prefix + name
+
+
+def test_fetch_takes_the_first_job_of_the_first_non_empty_queue_into_the_workers_list(redis):
+    for name in ("batch", "standard", "express", "standard"):
+        redis.rpush(queue_key(name), f"{name}-{redis.llen(queue_key(name))}")
+    taken = [reliability.fetch(redis, "w1", queue_keys())[1] for _ in range(4)]
+    assert taken == ["express-0", "standard-0", "standard-1", "batch-0"]
+    assert reliability.fetch(redis, "w1", queue_keys()) is None
+    assert [j.decode() for j in redis.lrange(reliability.fetched_key("w1"), 0, -1)] == taken
+    assert redis.smembers(reliability.FETCHERS) == {b"w1"}
+    assert reliability.claim(redis, "w1", "standard-0") and not reliability.claim(redis, "w1", "standard-0")
+
+
+def test_a_job_fetched_by_a_worker_that_died_runs_at_the_front_of_its_queue_without_using_an_attempt(
+        make_client, media_server, redis):
+    """What a worker killed between the fetch and the start leaves (RQ's BLPOP would have lost it)."""
+    client = make_client()
+    headers = user_headers(client)
+    first = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+    second = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+    assert reliability.fetch(redis, "gone-worker", queue_keys())[1] == first  # no rq:worker:gone-worker key
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, second)["status"] == "completed", timeout=120, message="the jobs")
+        assert status(client, headers, first)["status"] == "completed"
+    finally:
+        stop_process(worker)
+    first_job, second_job = (Job.fetch(job_id, connection=redis) for job_id in (first, second))
+    assert first_job.started_at < second_job.started_at  # back at the front, not behind the second
+    assert status(client, headers, first)["attempt"] == 1
+    assert redis.hget(stats.RECOVERED, "worker_lost") == b"1"
+    assert not redis.exists(reliability.fetched_key("gone-worker"))
+    assert redis.zcard(reliability.LEDGER) == 0  # both ended
+
+
+def test_the_sweeper_requeues_an_accepted_job_that_is_nowhere_for_a_minute(make_client, media_server, redis):
+    client = make_client()
+    headers = user_headers(client)
+    lost, waiting = (submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(2))
+    queue = Queue("express", connection=redis)
+    redis.lrem(queue.key, 0, lost)  # what the AOF of the issue showed: popped, then the worker died
+    accepted = redis.zscore(reliability.LEDGER, lost)
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=accepted + 30) == []  # too young to look at
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=accepted + 61) == []  # first seen missing
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=accepted + 100) == []  # not yet 60 s missing
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=accepted + 122) == [lost]
+    assert queue.get_job_ids() == [lost, waiting]  # at the front; the waiting one untouched
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=accepted + 300) == []  # found again: idempotent
+    assert redis.hlen(reliability.MISSING) == 0
+
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ytcaption_jobs_recovered_total{reason="orphan"} 1.0' in metrics
+
+
+def test_the_sweeper_forgets_jobs_that_ended_or_expired(redis, make_client, media_server):
+    client = make_client()
+    headers = user_headers(client)
+    ended, expired = (submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(2))
+    redis.hset(Job.key_for(ended), "status", "finished")
+    redis.delete(Job.key_for(expired))
+    assert reliability.sweep_orphans(redis, QUEUE_NAMES, now=time.time() + 61) == []
+    assert redis.zcard(reliability.LEDGER) == 0
+
+
+def test_a_job_is_counted_once_however_often_it_ends(redis):
+    assert stats.record_completed(redis, "job1", "express", "finished", "transcribe_video", 2.0)
+    assert not stats.record_completed(redis, "job1", "express", "finished", "transcribe_video", 2.0)
+    assert stats.record_completed(redis, "job2", "express", "finished", "transcribe_video", None)
+    assert redis.hget(stats.COMPLETED, "express|finished") == b"2"
+    assert redis.hget(stats.DURATION.format("transcribe_video"), "count") == b"1"
+
+
+def test_an_idle_worker_wakes_for_a_new_job_at_once_without_polling_redis(make_client, media_server, redis):
+    client = make_client()
+    headers = user_headers(client)
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: Worker.all(connection=redis)[0].get_state() == "idle", message="the worker to be idle")
+        redis.config_resetstat()
+        window_start = time.monotonic()
+        wait_for(lambda: time.monotonic() - window_start > 12, interval=0.5, message="an idle window")
+        idle = time.monotonic() - window_start
+        calls = {name: info["calls"] for name, info in redis.info("commandstats").items()}
+        per_second = sum(calls.values()) / idle
+        fetches = calls.get("cmdstat_lmove", 0) / len(QUEUE_NAMES)  # a fetch tries each queue
+        print(f"idle worker: {per_second:.2f} Redis commands/s in all, {fetches / idle:.2f} fetches/s; "
+              f"RQ's scheduler polls every second: {calls}")
+        # About two fetches per wait of up to 10 s, not one per second.
+        assert fetches <= idle / 10 * 2 + 2, calls
+
+        submitted = time.time()
+        job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+        wait_for(lambda: Job.fetch(job_id, connection=redis).started_at, timeout=30, message="the job to start")
+        latency = Job.fetch(job_id, connection=redis).started_at.timestamp() - submitted
+        print(f"idle worker: job started {latency:.2f} s after the submit")
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=60, message="the job")
+    finally:
+        stop_process(worker)
+
+
+def test_a_worker_still_finds_jobs_where_redis_refuses_config(tmp_path, redis):
+    """A managed Redis without CONFIG: the worker looks every second instead of being told."""
+    server = RedisServer(tmp_path / "redis", port=free_port(), persistent=False)
+    server.start()
+    try:
+        connection = Redis.from_url(server.url)
+        connection.execute_command("ACL", "SETUSER", "default", "-config")  # as some managed services do
+        queue = FetchingQueue("standard", connection=connection, fetcher="w1")
+        job = queue.enqueue("builtins.len", "ab")
+        assert FetchingQueue.dequeue_any([queue], 1, connection=connection)[0].id == job.id
+        later = time.monotonic()
+        threading.Timer(0.3, lambda: queue.enqueue("builtins.len", "cd")).start()
+        found, _ = FetchingQueue.dequeue_any([queue], 5, connection=connection)
+        assert found.args == ("cd",) and time.monotonic() - later < 3
+    finally:
+        server.stop()
+
+
+def test_a_frozen_worker_does_not_run_a_job_given_to_another_meanwhile(make_client, media_server, redis):
+    """SIGSTOP a worker while it runs a job, until RQ finds the job abandoned and another worker
+    runs it; after SIGCONT the frozen work horse walks away: one completion, one count."""
+    client = make_client(JOB_RETRY_BASE="0")
+    headers = user_headers(client)
+    frozen = start_worker(redis)
+    other = None
+    pids = []
+    try:
+        job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
+        wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
+        other = start_worker(redis, expect=2)
+        pids = [frozen.pid, *all_children(frozen.pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: (body := status(client, headers, job_id))["status"] == "processing" and body["attempt"] == 2,
+                 timeout=120, interval=0.5, message="the job to run on the other worker")
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        pids = []
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=120, message="the job")
+        # The frozen worker's horse notices within a progress update, and ends without a word.
+        wait_for(lambda: not Job.fetch(job_id, connection=redis).get_executions(), timeout=30,
+                 message="no execution left")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        stop_process(frozen)
+        if other is not None:
+            stop_process(other)
+    body = status(client, headers, job_id)
+    assert (body["status"], body["attempt"]) == ("completed", 2)
+    assert redis.hget(stats.COMPLETED, "express|finished") == b"1"
+    assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
+    assert redis.zcard(reliability.LEDGER) == 0
+
+
+def all_children(pid: int) -> list[int]:
+    from tests.helpers import children
+
+    found = []
+    for child in children(pid):
+        found += [child, *all_children(child)]
+    return found
