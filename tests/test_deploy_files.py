@@ -68,6 +68,7 @@ def test_compose_redis_is_durable_and_never_evicts():
     redis = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
     options = dict(zip(redis[1::2], redis[2::2]))
     assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "always"  # an accepted job is on disk before the 202
     assert options["--maxmemory-policy"] == "noeviction"
 
 
