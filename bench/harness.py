@@ -241,10 +241,10 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 
 
 def http_json(method: str, url: str, key: str | None = None, body: dict | None = None,
-              timeout: float = 10) -> tuple[int, dict]:
+              timeout: float = 10, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     """One JSON request; returns the status and the decoded body (error statuses included)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         request.add_header("Content-Type", "application/json")
     if key:

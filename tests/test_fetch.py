@@ -37,6 +37,18 @@ def test_fetch_takes_the_first_job_of_the_first_non_empty_queue_into_the_workers
     assert reliability.claim(redis, "w1", "standard-0") and not reliability.claim(redis, "w1", "standard-0")
 
 
+def test_a_fetched_job_not_claimed_in_time_goes_back_and_its_worker_cannot_claim_it(redis):
+    """A worker that froze (or died) between its fetch and its claim; a live one is left alone."""
+    redis.set(Worker.redis_worker_namespace_prefix + "frozen", 1)  # its key has not expired yet
+    queue = Queue("standard", connection=redis)
+    job = queue.enqueue("builtins.len", "ab")
+    assert reliability.fetch(redis, "frozen", queue_keys())[1] == job.id
+    assert reliability.recover_fetched(redis) == []  # fetched a moment ago: its worker is claiming it
+    assert reliability.recover_fetched(redis, grace=0) == [job.id]
+    assert queue.get_job_ids() == [job.id]
+    assert not reliability.claim(redis, "frozen", job.id)  # the frozen worker, back, does not run it
+
+
 def test_a_job_fetched_by_a_worker_that_died_runs_at_the_front_of_its_queue_without_using_an_attempt(
         make_client, media_server, redis):
     """What a worker killed between the fetch and the start leaves (RQ's BLPOP would have lost it)."""

@@ -26,6 +26,7 @@ from rq.utils import now
 
 from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
+from app.core.reliability import taken_from
 from app.core.stats import record_completed, task_name
 from workers import context
 from workers.jobs import job_work_dir
@@ -49,7 +50,12 @@ def job_stopped(job: Job, connection: Redis) -> None:
 
 
 def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
-    """The work horse died in the middle of the job: say why, remove its files, count it if final."""
+    """The work horse died in the middle of the job: say why, remove its files, count it if final.
+
+    Not if the job belongs to another run now (this worker was frozen, and its horse walked away).
+    """
+    if taken_from(job.connection, job, os.environ.get("RQ_WORKER_ID", "")):  # RQ sets it at each fork
+        return
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
     ran = _run_time(job) or 0.0
     if job.timeout and job.timeout > 0 and ran > job.timeout:

@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import ShutDownImminentException
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job, Retry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
@@ -112,14 +113,27 @@ def ensure_owned(job: Job) -> None:
         return
     log.warning("the job was given to another worker while this one was not answering; leaving it",
                 extra={"owner": owner.decode() if owner else None, "status": status.decode() if status else None})
-    shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    try:
+        shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+        drop_executions(job, job.worker_name)
+    except Exception:  # e.g. Redis unreachable: RQ's maintenance finds the execution expired, the job not started
+        log.exception("could not drop this worker's execution of the job")
+    finally:
+        logging.shutdown()
+        os._exit(0)
+
+
+def drop_executions(job: Job, worker_name: str) -> None:
+    """Remove ``worker_name``'s executions of ``job`` (RQ's started registry and execution records),
+    read from the worker's own index: an execution record may have expired already."""
+    prefix = f"{job.id}:"
+    members = job.connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))
     with job.connection.pipeline() as pipe:
-        for execution in job.get_executions():
-            if execution.worker_name == job.worker_name:
+        for member in (m.decode() for m in members):
+            if member.startswith(prefix):
+                execution = Execution(member[len(prefix):], job.id, job.connection, worker_name=worker_name)
                 execution.delete(job=job, pipeline=pipe)
         pipe.execute()
-    logging.shutdown()
-    os._exit(0)
 
 
 def stop(job: Job) -> None:

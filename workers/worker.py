@@ -14,7 +14,7 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 - ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
   worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
 
-``TranscriptionWorker`` overrides six RQ methods; each says why. They are the only ones, and
+``TranscriptionWorker`` overrides seven RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
 """
 
@@ -30,13 +30,13 @@ from collections.abc import Sequence
 
 from redis import Redis
 from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.worker import HerokuWorker
 
 from app.core import reliability
 from app.core.errors import EngineUnavailable
 from app.core.jobs import QUEUE_NAMES
-from app.core.reliability import claim
+from app.core.reliability import claim, taken_from
 from app.core.settings import Settings
 from workers import context
 from workers.callbacks import horse_killed
@@ -105,8 +105,8 @@ class TranscriptionWorker(HerokuWorker):
     # worker meanwhile (RQ would later find it "abandoned" and run it a third time): it drops its
     # execution instead, and the horse walks away from the job (``workers.jobs.ensure_owned``).
     def maintain_heartbeats(self, job: Job, execution) -> None:
-        timeout, status, worker_name = self.connection.hmget(job.key, "timeout", "status", "worker_name")
-        if taken_from(self.connection, job, self.name, status, worker_name):
+        timeout = self.connection.hget(job.key, "timeout")
+        if taken_from(self.connection, job, self.name):
             self.log.warning("Worker %s: job %s was given to another worker while this one was not answering; "
                              "leaving it", self.name, job.id)
             with self.connection.pipeline() as pipe:
@@ -121,6 +121,15 @@ class TranscriptionWorker(HerokuWorker):
     # died (a lost machine) is found abandoned, and retried, within about 25 s.
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    # Why: when the horse of a worker that was frozen walks away from a job given to another worker,
+    # or dies, RQ's monitor fails the job; that must not touch the run that owns the job now.
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="",
+                           execution=None) -> None:
+        if taken_from(self.connection, job, self.name):
+            self.log.warning("Worker %s: job %s belongs to another run now; not failing it", self.name, job.id)
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     # Why: besides RQ's own maintenance (abandoned jobs, expired entries), recover the fetched jobs
     # of workers that are gone and requeue orphans (``app.core.reliability``), at the same pace.
@@ -157,17 +166,6 @@ class TranscriptionWorker(HerokuWorker):
             self.kill_horse(sig=signal.SIGRTMIN)
             return
         super().request_force_stop(signum, frame)
-
-
-def taken_from(connection: Redis, job: Job, worker_name: str, status: bytes | None, owner: bytes | None) -> bool:
-    """Whether ``job``, which ``worker_name`` started, now belongs to someone else (or ended): run by
-    another worker, back on its queue, waiting for a retry, or gone."""
-    status = status.decode() if status else None
-    if status == JobStatus.STARTED:
-        return bool(owner) and owner.decode() != worker_name
-    if status == JobStatus.QUEUED:  # not started yet by the horse, or put back on its queue
-        return connection.lpos(Queue(job.origin, connection=connection).key, job.id) is not None
-    return True
 
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
@@ -207,8 +205,6 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         warm_up()
         host.start()
         context.use(settings, host.client)
-        if name:  # jobs this worker fetched in an earlier life, under the same name
-            reliability.recover_fetched(connection, restarting=[name])
         pause = 1.0
         while not stop_signals:
             worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)

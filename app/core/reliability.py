@@ -5,10 +5,10 @@ Where an accepted job can be, and who finds it again if its process dies there:
 1. **waiting** on its queue list (``rq:queue:<name>``): safe;
 2. **fetched**: a worker moves it, in one Redis operation, from the first non-empty queue (in
    priority order) to its own *fetched list* (``ytcaption:fetched:<worker>``); see ``FETCH``.
-   When the worker starts it, the worker first *claims* it (takes it off that list). A fetched
-   job whose worker is gone (its RQ worker key expired: about 25 s after an idle worker's last
-   heartbeat) is put back at the front of its queue by ``recover_fetched``, without using one of
-   its attempts; a frozen worker that comes back finds its claim gone and does not run the job;
+   When the worker starts it, the worker first *claims* it (takes it off that list), within
+   milliseconds. A fetched job not claimed within ``FETCH_GRACE`` s (its worker died, or froze) is
+   put back at the front of its queue by ``recover_fetched``, without using one of its attempts;
+   a frozen worker that comes back finds its claim gone and does not run the job;
 3. **running**: RQ's started registry, with a heartbeat; a job whose worker died is found
    abandoned by RQ's maintenance and retried (``worker_lost``, one attempt);
 4. **scheduled** for a retry (RQ's scheduled registry), or **ended**.
@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from redis import Redis
 from redis.commands.core import Script
 from rq import Queue, Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from app.core import stats
 from app.core.stats import record_recovered
@@ -47,42 +47,55 @@ MISSING = "ytcaption:accepted:missing"
 #: Names of the workers that may hold fetched jobs.
 FETCHERS = "ytcaption:fetchers"
 FETCHED = "ytcaption:fetched:{}"
+#: When each fetched job was fetched (a sorted set, in seconds).
+FETCHED_AT = "ytcaption:fetched-at"
+#: Seconds after which a fetched job that was not claimed is put back (a live worker claims it at once).
+FETCH_GRACE = 15
 SWEEP_LOCK = "ytcaption:sweep-lock"
 #: Seconds an accepted job must be in no queue, registry or fetched list before it is requeued.
 ORPHAN_GRACE = 60
 
-# KEYS: the worker's fetched list, FETCHERS, then the queues in priority order. ARGV: the worker's name.
+# KEYS: the worker's fetched list, FETCHERS, FETCHED_AT, then the queues in priority order.
+# ARGV: the worker's name.
 _FETCH_SCRIPT = """
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
   if job_id then
     redis.call('SADD', KEYS[2], ARGV[1])
+    redis.call('ZADD', KEYS[3], redis.call('TIME')[1], job_id)
     return {KEYS[i], job_id}
   end
 end
 return false
 """
 
-# KEYS: FETCHERS. ARGV: worker key prefix, fetched-list prefix, job key prefix, queue key prefix,
-# then the names of workers to treat as gone whatever their key says (a worker starting again).
+# KEYS: the worker's fetched list, FETCHED_AT. ARGV: the job id.
+_CLAIM_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('LREM', KEYS[1], 1, ARGV[1])
+"""
+
+# KEYS: FETCHERS, FETCHED_AT. ARGV: grace, worker key prefix, fetched-list prefix, job key prefix,
+# queue key prefix.
 _RECOVER_SCRIPT = """
-local gone = {}
-for i = 5, #ARGV do gone[ARGV[i]] = true end
+local now = tonumber(redis.call('TIME')[1])
 local recovered = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if gone[name] or redis.call('EXISTS', ARGV[1] .. name) == 0 then
-    local list = ARGV[2] .. name
-    while true do
-      local job_id = redis.call('RPOP', list)
-      if not job_id then break end
-      local job = redis.call('HMGET', ARGV[3] .. job_id, 'origin', 'status')
+  local list = ARGV[3] .. name
+  local gone = redis.call('EXISTS', ARGV[2] .. name) == 0
+  for _, job_id in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    local fetched_at = tonumber(redis.call('ZSCORE', KEYS[2], job_id))
+    if gone or not fetched_at or now - fetched_at >= tonumber(ARGV[1]) then
+      redis.call('LREM', list, 1, job_id)
+      redis.call('ZREM', KEYS[2], job_id)
+      local job = redis.call('HMGET', ARGV[4] .. job_id, 'origin', 'status')
       if job[1] and job[2] == 'queued' then
-        redis.call('LPUSH', ARGV[4] .. job[1], job_id)
+        redis.call('LPUSH', ARGV[5] .. job[1], job_id)
         table.insert(recovered, job_id)
       end
     end
-    redis.call('SREM', KEYS[1], name)
   end
+  if gone and redis.call('EXISTS', list) == 0 then redis.call('SREM', KEYS[1], name) end
 end
 return recovered
 """
@@ -136,7 +149,8 @@ end
 return requeued
 """
 
-_FETCH, _RECOVER, _SWEEP = (Script(None, script.encode()) for script in (_FETCH_SCRIPT, _RECOVER_SCRIPT, _SWEEP_SCRIPT))
+_FETCH, _CLAIM, _RECOVER, _SWEEP = (Script(None, script.encode())
+                                    for script in (_FETCH_SCRIPT, _CLAIM_SCRIPT, _RECOVER_SCRIPT, _SWEEP_SCRIPT))
 
 
 def accept(pipe, job_id: str, when: float | None = None) -> None:
@@ -153,7 +167,7 @@ def fetch(connection: Redis, worker_name: str, queue_keys: Sequence[str]) -> tup
 
     Returns ``(queue_key, job_id)``, or None when every queue is empty.
     """
-    result = _FETCH(keys=[fetched_key(worker_name), FETCHERS, *queue_keys],
+    result = _FETCH(keys=[fetched_key(worker_name), FETCHERS, FETCHED_AT, *queue_keys],
                                                  args=[worker_name], client=connection)
     if not result:
         return None
@@ -162,19 +176,28 @@ def fetch(connection: Redis, worker_name: str, queue_keys: Sequence[str]) -> tup
 
 def claim(connection: Redis, worker_name: str, job_id: str) -> bool:
     """Take a fetched job off the worker's list before starting it; False if it was recovered meanwhile."""
-    return bool(connection.lrem(fetched_key(worker_name), 1, job_id))
+    return bool(_CLAIM(keys=[fetched_key(worker_name), FETCHED_AT], args=[job_id], client=connection))
 
 
-def recover_fetched(connection: Redis, restarting: Iterable[str] = ()) -> list[str]:
-    """Put the fetched jobs of workers that are gone back at the front of their queues.
+def taken_from(connection: Redis, job: Job, worker_name: str) -> bool:
+    """Whether ``job``, which ``worker_name`` started, belongs to someone else now (or ended): run by
+    another worker, back on its queue, waiting for a retry, or gone."""
+    status, owner = connection.hmget(job.key, "status", "worker_name")
+    status = status.decode() if status else None
+    if status == JobStatus.STARTED:
+        return bool(owner) and owner.decode() != worker_name
+    if status == JobStatus.QUEUED:  # not started yet by the horse, or put back on its queue
+        return connection.lpos(Queue.redis_queue_namespace_prefix + job.origin, job.id) is not None
+    return True
 
-    ``restarting`` names workers whose fetched lists are from an earlier life (a worker starting
-    again under the same name recovers its own list first).
-    """
+
+def recover_fetched(connection: Redis, grace: float = FETCH_GRACE) -> list[str]:
+    """Put jobs fetched more than ``grace`` s ago, or by a worker that is gone, back at the front of
+    their queues (a live worker claims a job it fetched within milliseconds)."""
     recovered = [job_id.decode() for job_id in _RECOVER(
-        keys=[FETCHERS],
-        args=[Worker.redis_worker_namespace_prefix, FETCHED.format(""), Job.redis_job_namespace_prefix,
-              Queue.redis_queue_namespace_prefix, *restarting], client=connection)]
+        keys=[FETCHERS, FETCHED_AT],
+        args=[grace, Worker.redis_worker_namespace_prefix, FETCHED.format(""), Job.redis_job_namespace_prefix,
+              Queue.redis_queue_namespace_prefix], client=connection)]
     for job_id in recovered:
         log.warning("fetched_job_requeued", extra={"job_id": job_id, "reason": "worker_lost"})
     if recovered:
