@@ -1,8 +1,8 @@
 """Render every error as JSON: ``{"error": code, "message": sentence}`` with the right status.
 
 Covers ytcaption's own errors, Flask/Werkzeug's HTTP errors (404 for unknown routes, 405,
-413, ...), an unreachable Redis (503 with ``Retry-After``) and, as a last resort, any bug (500
-without a traceback in the body; the traceback goes to the log).
+413, ...), an unreachable Redis or one that refuses writes for now (503 with ``Retry-After``) and,
+as a last resort, any bug (500 without a traceback in the body; the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 
 from flask import Flask, jsonify, request
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -51,6 +52,19 @@ def _redis_down(exc: Exception):
     return error_response(ServiceUnavailable())
 
 
+#: Redis answers that mean "not now": too few replicas for ``min-replicas-to-write``, or a master
+#: just demoted in a failover (with REDIS_URL pointing at it; the Sentinel client reconnects itself).
+_REFUSED_FOR_NOW = ("NOREPLICAS", "READONLY")
+
+
+def _redis_refuses(exc: ResponseError):
+    if not any(word in str(exc) for word in _REFUSED_FOR_NOW):
+        return _unexpected(exc)
+    log.warning("Redis refuses writes: %s", exc)
+    return error_response(ServiceUnavailable("The job store refuses writes for now (too few replicas, or a "
+                                             "failover under way); try again shortly."))
+
+
 def _unexpected(exc: Exception):
     log.exception("Unhandled error")
     return error_response(YtcaptionError())
@@ -71,4 +85,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RedisConnectionError, _redis_down)
     app.register_error_handler(RedisTimeoutError, _redis_down)
+    app.register_error_handler(ResponseError, _redis_refuses)
     app.register_error_handler(Exception, _unexpected)
