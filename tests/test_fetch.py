@@ -34,7 +34,9 @@ def test_fetch_takes_the_first_job_of_the_first_non_empty_queue_into_the_workers
     assert reliability.fetch(redis, "w1", queue_keys()) is None
     assert [j.decode() for j in redis.lrange(reliability.fetched_key("w1"), 0, -1)] == taken
     assert redis.smembers(reliability.FETCHERS) == {b"w1"}
-    assert reliability.claim(redis, "w1", "standard-0") and not reliability.claim(redis, "w1", "standard-0")
+    assert reliability.claim(redis, "w1", "standard-0")
+    reliability.release(redis, "w1", "standard-0")
+    assert not reliability.claim(redis, "w1", "standard-0")
 
 
 def test_a_fetched_job_not_claimed_in_time_goes_back_and_its_worker_cannot_claim_it(redis):
@@ -47,6 +49,22 @@ def test_a_fetched_job_not_claimed_in_time_goes_back_and_its_worker_cannot_claim
     assert reliability.recover_fetched(redis, grace=0) == [job.id]
     assert queue.get_job_ids() == [job.id]
     assert not reliability.claim(redis, "frozen", job.id)  # the frozen worker, back, does not run it
+
+
+def test_a_claimed_job_goes_back_only_once_its_worker_is_gone_and_only_if_it_never_started(redis):
+    queue = Queue("standard", connection=redis)
+    waiting, running = queue.enqueue("builtins.len", "ab"), queue.enqueue("builtins.len", "cd")
+    worker_key = Worker.redis_worker_namespace_prefix + "w1"
+    redis.set(worker_key, 1)
+    for job in (waiting, running):
+        reliability.fetch(redis, "w1", queue_keys())
+        assert reliability.claim(redis, "w1", job.id)
+    redis.hset(running.key, "status", "started")  # its work horse started it
+    assert reliability.recover_fetched(redis, grace=0) == []  # claimed by a live worker: its own
+    redis.delete(worker_key)  # the worker's key expired: it is gone
+    assert reliability.recover_fetched(redis, grace=0) == [waiting.id]  # the started one is RQ's to recover
+    assert queue.get_job_ids() == [waiting.id]
+    assert not redis.exists(reliability.fetched_key("w1")) and not redis.sismember(reliability.FETCHERS, "w1")
 
 
 def test_a_job_fetched_by_a_worker_that_died_runs_at_the_front_of_its_queue_without_using_an_attempt(

@@ -37,7 +37,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import ShutDownImminentException
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job, Retry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
@@ -51,6 +50,7 @@ from app.core.errors import (
     public_message,
 )
 from app.core.jobs import is_cancel_requested
+from app.core.reliability import drop_executions
 from app.core.settings import Settings
 from app.core.transcripts import TranscriptStore
 from app.core.urls import parse_video_url
@@ -105,8 +105,9 @@ def ensure_owned(job: Job) -> None:
     it), or it is back on its queue or waiting for a retry.
 
     Nothing is recorded (RQ's bookkeeping would overwrite that of the run that owns the job): the
-    horse drops its worker's execution of the job, removes its files and exits with status 0,
-    which RQ's worker takes as a job done by the horse.
+    horse drops its worker's execution of the job and exits with status 0, which RQ's worker takes
+    as a job done by the horse. Its files stay: the job's directory may be the owning run's too
+    (another worker on this machine); the owning run, or the daily cleanup, removes it.
     """
     status, owner = job.connection.hmget(job.key, "status", "worker_name")
     if status == b"started" and owner and owner.decode() == job.worker_name:
@@ -114,26 +115,12 @@ def ensure_owned(job: Job) -> None:
     log.warning("the job was given to another worker while this one was not answering; leaving it",
                 extra={"owner": owner.decode() if owner else None, "status": status.decode() if status else None})
     try:
-        shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
-        drop_executions(job, job.worker_name)
+        drop_executions(job.connection, job.id, job.worker_name)
     except Exception:  # e.g. Redis unreachable: RQ's maintenance finds the execution expired, the job not started
         log.exception("could not drop this worker's execution of the job")
     finally:
         logging.shutdown()
         os._exit(0)
-
-
-def drop_executions(job: Job, worker_name: str) -> None:
-    """Remove ``worker_name``'s executions of ``job`` (RQ's started registry and execution records),
-    read from the worker's own index: an execution record may have expired already."""
-    prefix = f"{job.id}:"
-    members = job.connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))
-    with job.connection.pipeline() as pipe:
-        for member in (m.decode() for m in members):
-            if member.startswith(prefix):
-                execution = Execution(member[len(prefix):], job.id, job.connection, worker_name=worker_name)
-                execution.delete(job=job, pipeline=pipe)
-        pipe.execute()
 
 
 def stop(job: Job) -> None:

@@ -14,7 +14,7 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 - ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
   worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
 
-``TranscriptionWorker`` overrides seven RQ methods; each says why. They are the only ones, and
+``TranscriptionWorker`` overrides eight RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
 """
 
@@ -36,7 +36,7 @@ from rq.worker import HerokuWorker
 from app.core import reliability
 from app.core.errors import EngineUnavailable
 from app.core.jobs import QUEUE_NAMES
-from app.core.reliability import claim, taken_from
+from app.core.reliability import claim, release, taken_from
 from app.core.settings import Settings
 from workers import context
 from workers.callbacks import horse_killed
@@ -78,9 +78,9 @@ class TranscriptionWorker(HerokuWorker):
         #: Set by ``run`` once RQ's work loop returned.
         self.left_work_loop = False
 
-    # Why: RQ has no hook around a job in the worker. Before the job: claim it from the fetched
-    # list (a worker that was frozen may find it given to another), and restart the engine host if
-    # it died; after it: recycle the engine host once worn.
+    # Why: RQ has no hook around a job in the worker. Before the job: claim it on the fetched list
+    # (a worker that was frozen may find it given to another), and restart the engine host if it
+    # died; after it: take it off the fetched list, and recycle the engine host once worn.
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
@@ -96,8 +96,15 @@ class TranscriptionWorker(HerokuWorker):
         try:
             super().execute_job(job, queue)
         finally:
+            release(self.connection, self.name, job.id)  # if the horse died before it started the job
             if self.engine_host is not None:
                 self.engine_host.recycle_if_worn(self.settings.engine_max_jobs, self.settings.engine_max_memory_mb)
+
+    # Why: the job leaves the fetched list once RQ recorded its start (its started registry has it
+    # from then on), as RQ takes a job off its own intermediate queue at this point.
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        release(self.connection, self.name, job.id)
 
     # Why: a job extends its own timeout once it knows the video's duration (``extend_timeout``);
     # RQ's monitor would otherwise kill the horse at the timeout it read when the job started. And

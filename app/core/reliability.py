@@ -5,10 +5,12 @@ Where an accepted job can be, and who finds it again if its process dies there:
 1. **waiting** on its queue list (``rq:queue:<name>``): safe;
 2. **fetched**: a worker moves it, in one Redis operation, from the first non-empty queue (in
    priority order) to its own *fetched list* (``ytcaption:fetched:<worker>``); see ``FETCH``.
-   When the worker starts it, the worker first *claims* it (takes it off that list), within
-   milliseconds. A fetched job not claimed within ``FETCH_GRACE`` s (its worker died, or froze) is
-   put back at the front of its queue by ``recover_fetched``, without using one of its attempts;
-   a frozen worker that comes back finds its claim gone and does not run the job;
+   Within milliseconds the worker *claims* it; its work horse takes it off the list once RQ
+   has recorded the start (then RQ's started registry has it). A job
+   not claimed within ``FETCH_GRACE`` s (its worker died, or froze), or claimed by a worker that
+   is gone but never started, is put back at the front of its queue by ``recover_fetched``,
+   without using one of its attempts; a frozen worker that comes back finds its claim gone and
+   does not run the job;
 3. **running**: RQ's started registry, with a heartbeat; a job whose worker died is found
    abandoned by RQ's maintenance and retried (``worker_lost``, one attempt);
 4. **scheduled** for a retry (RQ's scheduled registry), or **ended**.
@@ -33,6 +35,8 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.commands.core import Script
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job, JobStatus
 
 from app.core import stats
@@ -71,12 +75,13 @@ return false
 
 # KEYS: the worker's fetched list, FETCHED_AT. ARGV: the job id.
 _CLAIM_SCRIPT = """
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('LREM', KEYS[1], 1, ARGV[1])
+return 1
 """
 
 # KEYS: FETCHERS, FETCHED_AT. ARGV: grace, worker key prefix, fetched-list prefix, job key prefix,
-# queue key prefix.
+# queue key prefix. Returns job id, worker name, job id, worker name, ...
 _RECOVER_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local recovered = {}
@@ -84,14 +89,16 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local list = ARGV[3] .. name
   local gone = redis.call('EXISTS', ARGV[2] .. name) == 0
   for _, job_id in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    local fetched_at = tonumber(redis.call('ZSCORE', KEYS[2], job_id))
-    if gone or not fetched_at or now - fetched_at >= tonumber(ARGV[1]) then
+    local fetched_at = redis.call('ZSCORE', KEYS[2], job_id)
+    local stale = fetched_at and now - tonumber(fetched_at) >= tonumber(ARGV[1])
+    if stale or gone then
       redis.call('LREM', list, 1, job_id)
       redis.call('ZREM', KEYS[2], job_id)
       local job = redis.call('HMGET', ARGV[4] .. job_id, 'origin', 'status')
-      if job[1] and job[2] == 'queued' then
+      if job[1] and job[2] == 'queued' and not redis.call('LPOS', ARGV[5] .. job[1], job_id) then
         redis.call('LPUSH', ARGV[5] .. job[1], job_id)
         table.insert(recovered, job_id)
+        table.insert(recovered, name)
       end
     end
   end
@@ -175,8 +182,20 @@ def fetch(connection: Redis, worker_name: str, queue_keys: Sequence[str]) -> tup
 
 
 def claim(connection: Redis, worker_name: str, job_id: str) -> bool:
-    """Take a fetched job off the worker's list before starting it; False if it was recovered meanwhile."""
+    """Claim a fetched job before starting it; False if it was put back on its queue meanwhile.
+
+    A claimed job stays on the worker's list until ``release``: should the worker die before its
+    work horse has started the job, ``recover_fetched`` puts it back once the worker is gone.
+    """
     return bool(_CLAIM(keys=[fetched_key(worker_name), FETCHED_AT], args=[job_id], client=connection))
+
+
+def release(connection: Redis, worker_name: str, job_id: str) -> None:
+    """Take a job off the worker's fetched list once the worker is done with it."""
+    with connection.pipeline() as pipe:
+        pipe.lrem(fetched_key(worker_name), 1, job_id)
+        pipe.zrem(FETCHED_AT, job_id)
+        pipe.execute()
 
 
 def taken_from(connection: Redis, job: Job, worker_name: str) -> bool:
@@ -192,17 +211,40 @@ def taken_from(connection: Redis, job: Job, worker_name: str) -> bool:
 
 
 def recover_fetched(connection: Redis, grace: float = FETCH_GRACE) -> list[str]:
-    """Put jobs fetched more than ``grace`` s ago, or by a worker that is gone, back at the front of
-    their queues (a live worker claims a job it fetched within milliseconds)."""
-    recovered = [job_id.decode() for job_id in _RECOVER(
+    """Put fetched jobs back at the front of their queues: those not claimed within ``grace`` s (a
+    live worker claims a job it fetched within milliseconds), and those claimed but not started
+    by a worker that is gone (its RQ worker key expired)."""
+    found = [value.decode() for value in _RECOVER(
         keys=[FETCHERS, FETCHED_AT],
         args=[grace, Worker.redis_worker_namespace_prefix, FETCHED.format(""), Job.redis_job_namespace_prefix,
               Queue.redis_queue_namespace_prefix], client=connection)]
-    for job_id in recovered:
-        log.warning("fetched_job_requeued", extra={"job_id": job_id, "reason": "worker_lost"})
+    recovered = found[::2]
+    for job_id, worker_name in zip(found[::2], found[1::2]):
+        log.warning("fetched_job_requeued", extra={"job_id": job_id, "reason": "worker_lost", "worker": worker_name})
+        # The gone worker may have registered an execution before it died: RQ would later take
+        # it for the job's (abandoned) run, whoever runs the job by then.
+        drop_executions(connection, job_id, worker_name)
     if recovered:
         record_recovered(connection, "worker_lost", len(recovered))
     return recovered
+
+
+def drop_executions(connection: Redis, job_id: str, worker_name: str) -> None:
+    """Remove ``worker_name``'s executions of ``job_id`` (RQ's started registry and execution records),
+    read from the worker's own index: an execution record may have expired already."""
+    prefix = f"{job_id}:"
+    members = [member.decode() for member in connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))]
+    if not any(member.startswith(prefix) for member in members):
+        return
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except NoSuchJobError:
+        return
+    with connection.pipeline() as pipe:
+        for member in members:
+            if member.startswith(prefix):
+                Execution(member[len(prefix):], job_id, connection, worker_name=worker_name).delete(job=job, pipeline=pipe)
+        pipe.execute()
 
 
 def sweep_orphans(connection: Redis, queue_names: Sequence[str], grace: float = ORPHAN_GRACE,
