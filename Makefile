@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-.PHONY: up test install install-test bench docs
+.PHONY: up test install install-test bench docs storm
 
 # What serving needs: the API, the worker (faster-whisper) and the scheduler.
 install: $(VENV)/.installed
@@ -41,3 +41,7 @@ bench: $(VENV)/.installed-bench
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	touch $@
+
+# The kill storm with 300 jobs (bench/storm.py; the suite runs it with 60): prints the figures.
+storm: install-test
+	$(VENV)/bin/python -m bench.storm --jobs 300 $(ARGS)

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 
 from app.core import reliability, stats
@@ -38,6 +38,8 @@ from app.stack import commands
 from bench.harness import FIXTURES, Harness, http_json
 
 SUBMIT = "/api/v1/transcribe/async/submit"
+#: Seconds given to a resumed worker to do harm (it heartbeats every 5 s) before the last look.
+SETTLE = 10
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Storm:
         self.redis_down = threading.Event()
         self.done_submitting = threading.Event()
         self.all_ended = threading.Event()
+        self.thawed = threading.Event()
+        self.froze_once = False
         self.spawned = 0
         self.sessions: list[int] = []
 
@@ -146,6 +150,12 @@ class Storm:
             thread.start()
         threads[0].join()
         self.h.say(f"storm: {len(self.result.accepted)} jobs accepted; waiting for them to end")
+        self.wait_for_the_end()
+        # The frozen worker, once resumed, must not end a job again: wait for the thaw, give it
+        # time to act (a heartbeat, a progress update), and look again.
+        self.h.wait_until(lambda: self.thawed.is_set() or not self.froze_once, "the frozen worker to resume",
+                          timeout=self.freeze_for + 60)
+        time.sleep(SETTLE)
         self.wait_for_the_end()
         self.all_ended.set()
         threads[1].join()
@@ -230,6 +240,7 @@ class Storm:
             return False  # wait for a worker with a job
         name = self.random.choice(live)
         self.frozen = name
+        self.froze_once = True
         pids = [self.h.children[name].pid, *_descendants(self.h.children[name].pid)]
         event = Event("freeze", time.time(), self.job_of(name))
         for pid in pids:
@@ -241,6 +252,7 @@ class Storm:
             for pid in pids:
                 _kill(pid, signal.SIGCONT)
             self.frozen = None
+            self.thawed.set()
             self.h.say(f"storm: {name} resumed")
 
         timer = threading.Timer(self.freeze_for, thaw)
@@ -261,16 +273,20 @@ class Storm:
             threading.Thread(target=self.time_recovery, args=(event,), daemon=True).start()
 
     def time_recovery(self, event: Event) -> None:
-        """Seconds from the blow until the job runs again (started after the blow) or has finished."""
+        """Seconds from the blow until the job is waiting on its queue again, runs again (started
+        after the blow) or has finished: the time the job was in no one's hands."""
         job_key = Job.key_for(event.job_id)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             try:
-                status, started_at = self.h.redis.hmget(job_key, "status", "started_at")
-            except Exception:
+                status, started_at, origin = self.h.redis.hmget(job_key, "status", "started_at", "origin")
+                queued = status == b"queued" and self.h.redis.lpos(
+                    Queue.redis_queue_namespace_prefix + origin.decode(), event.job_id) is not None
+            except Exception:  # Redis restarting
                 status = started_at = None
-            if status == b"finished" or (status == b"started" and started_at and
-                                         _epoch(started_at) > event.at):
+                queued = False
+            if queued or status == b"finished" or (
+                    status == b"started" and started_at and _epoch(started_at) > event.at):
                 event.recovered_after = time.time() - event.at
                 return
             time.sleep(0.1)
