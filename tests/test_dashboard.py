@@ -102,3 +102,14 @@ def test_dashboard_renders_the_queues_in_headless_chromium(config, services, adm
                 browser.close()
     finally:
         stop_process(api)
+
+
+def test_with_sentinels_the_dashboard_asks_them_and_shows_no_password():
+    from app.core.settings import Settings
+    from app.dashboard import dashboard_config
+
+    config = dashboard_config(Settings.load({"REDIS_SENTINELS": "10.0.0.5:26379,10.0.0.6:26379",
+                                             "REDIS_SENTINEL_MASTER": "jobs", "REDIS_PASSWORD": "s3cret"}))
+    assert config["RQ_DASHBOARD_REDIS_URL"].startswith("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/jobs/0?")
+    assert "s3cret" not in config["RQ_DASHBOARD_REDIS_URL"]  # rq-dashboard shows this URL on its pages
+    assert (config["RQ_DASHBOARD_REDIS_PASSWORD"], config["RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD"]) == ("s3cret", None)

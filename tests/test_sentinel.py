@@ -374,3 +374,15 @@ def test_work_the_replica_missed_is_done_again_after_a_failover(cluster, sentine
             if process is not None:
                 stop_process(process)
         connection.close()
+
+
+def test_a_master_refusing_writes_for_want_of_replicas_answers_503(client, make_user, redis, media_server):
+    """Redis's own guard (``min-replicas-to-write``) refuses writes with NOREPLICAS: a 503, not a 500."""
+    _, headers = make_user("pro")
+    redis.config_set("min-replicas-to-write", 1)
+    try:
+        response = client.post(SUBMIT, json={"youtube_url": media_server.url("fox.m4a")}, headers=headers)
+    finally:
+        redis.config_set("min-replicas-to-write", 0)
+    assert (response.status_code, response.get_json()["error"]) == (503, "service_unavailable")
+    assert response.headers["Retry-After"]

@@ -97,3 +97,43 @@ def test_settings_as_environment_variables_read_back_the_same(bare_environment, 
     for name, value in settings.to_environ().items():
         monkeypatch.setenv(name, value)
     assert Settings.load() == settings
+
+
+def test_sentinels_are_host_and_port_pairs():
+    settings = Settings.load({"REDIS_SENTINELS": "10.0.0.5:26379, sentinel-b:26380,[::1]:26381"})
+    assert settings.sentinel_addresses == [("10.0.0.5", 26379), ("sentinel-b", 26380), ("::1", 26381)]
+    assert settings.redis_sentinel_master == "mymaster"
+
+
+@pytest.mark.parametrize("value", ["sentinel-a", "sentinel-a:", "sentinel-a:0", "sentinel-a:65536", ":26379"])
+def test_a_sentinel_without_host_and_port_is_refused(bare_environment, monkeypatch, value):
+    monkeypatch.setenv("REDIS_SENTINELS", f"10.0.0.5:26379,{value}")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load()
+    assert caught.value.message.startswith(f"Setting REDIS_SENTINELS='10.0.0.5:26379,{value}' is invalid: entry ")
+
+
+def test_redis_url_and_sentinels_together_are_refused_without_showing_the_url():
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load({"REDIS_URL": "redis://:s3cret@redis:6379/0", "REDIS_SENTINELS": "10.0.0.5:26379"})
+    assert "REDIS_URL and REDIS_SENTINELS are both set" in caught.value.message
+    assert "s3cret" not in caught.value.message
+
+
+def test_passwords_reach_child_processes_but_are_never_shown(bare_environment, monkeypatch):
+    settings = Settings.load({"REDIS_SENTINELS": "10.0.0.5:26379", "REDIS_PASSWORD": "master-s3cret",
+                              "REDIS_SENTINEL_PASSWORD": "sentinel-s3cret"})
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())):
+        assert "s3cret" not in shown
+    environ = settings.to_environ()
+    assert (environ["REDIS_PASSWORD"], environ["REDIS_SENTINEL_PASSWORD"]) == ("master-s3cret", "sentinel-s3cret")
+    child = Settings.from_json(settings.to_json())
+    assert child == settings and child.redis_password.get_secret_value() == "master-s3cret"
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert Settings.load() == settings
+
+
+def test_the_wait_for_replicas_needs_a_timeout():
+    with pytest.raises(ConfigurationError, match="REDIS_WAIT_TIMEOUT='0' is invalid: must be greater than 0"):
+        Settings.load({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT": "0"})
