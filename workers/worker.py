@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Sequence
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.job import Job
 from rq.worker import HerokuWorker
@@ -187,8 +189,9 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         max_jobs: int | None = None, name: str | None = None) -> None:
     """Start the engine host, then work on ``queue_names`` (in priority order) until stopped.
 
-    RQ's work loop quits on some Redis errors; this loop starts it again (Redis may be
-    restarting) until the worker is told to stop.
+    RQ's work loop quits on some Redis errors (and its clean-up then raises another while Redis
+    is still down: a Sentinel failover, a restart); this loop starts it again until the worker
+    is told to stop.
     """
     from app.core.services import connect
 
@@ -218,6 +221,10 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
             started = time.monotonic()
             try:
                 worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if burst or max_jobs or worker.stop_requested:
+                    raise
+                log.warning("Redis went away under the work loop: %s", error)
             finally:
                 worker.left_work_loop = True
             if burst or max_jobs or worker.stop_requested:
