@@ -288,6 +288,35 @@ def test_api_and_worker_ride_out_a_redis_restart(tmp_path, config, media_server,
         server.stop()
 
 
+def test_a_worker_running_a_job_outlives_a_long_redis_outage(tmp_path, config, media_server, monkeypatch):
+    """Redis gone for 10 s under a running job (a long failover, a restart): RQ's work loop quits and
+    its clean-up fails too; the worker process stays, works again once Redis is back, and the job
+    completes."""
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("JOB_RETRY_BASE", "0")
+    client = create_app({**config, "REDIS_URL": server.url, "JOB_RETRY_BASE": "0"}).test_client()
+    headers = user_headers(client)
+    worker = start_worker(Redis.from_url(server.url))
+    try:
+        job_id = start_long_job(client, headers, media_server, delay=0.2)
+        server.kill()
+        outage = time.monotonic()
+        wait_for(lambda: time.monotonic() - outage > 10 or worker.poll() is not None, timeout=30, interval=0.5,
+                 message="the outage")
+        assert worker.poll() is None, "the worker exited while Redis was down"
+        server = RedisServer(tmp_path / "redis", port=port, persistent=True)
+        server.start()
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=180, interval=0.5,
+                 message="the job to complete after the outage")
+        assert worker.poll() is None
+    finally:
+        stop_process(worker)
+        server.stop()
+
+
 def test_a_second_sigterm_hands_the_job_back_at_once(make_client, media_server, redis, services):
     client = make_client(WORKER_SHUTDOWN_GRACE="60")
     headers = user_headers(client)

@@ -217,17 +217,19 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
         context.use(settings, host.client)
         pause = 1.0
         while not stop_signals:
-            worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
+            worker = None
             started = time.monotonic()
             try:
+                worker = build_worker(connection, settings, queue_names, engine_host=host, name=name)
                 worker.work(burst=burst, max_jobs=max_jobs, logging_level=settings.log_level, with_scheduler=True)
             except (RedisConnectionError, RedisTimeoutError) as error:
-                if burst or max_jobs or worker.stop_requested:
+                if burst or max_jobs or (worker is not None and worker.stop_requested):
                     raise
-                log.warning("Redis went away under the work loop: %s", error)
+                log.warning("Redis is unreachable: %s", error)
             finally:
-                worker.left_work_loop = True
-            if burst or max_jobs or worker.stop_requested:
+                if worker is not None:
+                    worker.left_work_loop = True
+            if burst or max_jobs or (worker is not None and worker.stop_requested):
                 return
             signal.signal(signal.SIGTERM, stop_soon)
             signal.signal(signal.SIGINT, stop_soon)
