@@ -47,8 +47,9 @@ RUN_TIME = JobMetric("ytcaption_job_duration_seconds", "histogram", ("task_name"
                      "Run time of jobs that ended (buckets 1 s to 1 h).")
 QUEUE_LENGTH = JobMetric("ytcaption_queue_length", "gauge", ("queue",), "Jobs waiting in each queue.")
 RECOVERED = JobMetric("ytcaption_jobs_recovered", "counter", ("reason",),
-                      "Jobs put back on their queue: fetched by a worker that died (worker_lost), or found in no "
-                      "queue, registry or fetched list for over a minute (orphan).")
+                      "Jobs put back on their queue: fetched but not started by a worker that died or froze "
+                      "(worker_lost), running on one (abandoned: one attempt used), or found in no queue, "
+                      "registry or fetched list for over a minute (orphan).")
 ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
 JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS)
 
@@ -72,7 +73,7 @@ class JobCollector(Collector):
 
         recovered = CounterMetricFamily(RECOVERED.name, RECOVERED.help, labels=RECOVERED.labels)
         counts = {field.decode(): int(value) for field, value in self.connection.hgetall(stats.RECOVERED).items()}
-        for reason in ("worker_lost", "orphan"):
+        for reason in ("worker_lost", "abandoned", "orphan"):
             recovered.add_metric([reason], counts.get(reason, 0))
         yield recovered
 

@@ -27,7 +27,7 @@ from rq.utils import now
 from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
-from app.core.stats import record_completed, task_name
+from app.core.stats import record_completed, record_recovered, task_name
 from workers import context
 from workers.jobs import job_work_dir
 
@@ -41,6 +41,8 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: 
     if isinstance(exc, AbandonedJobError):  # its worker died: nothing in the job could record why
         _record_error(job, WorkerLost("The worker running the job stopped answering (its machine or process "
                                       "died); the job is run again if it has attempts left."))
+        if job.should_retry:
+            record_recovered(connection, "abandoned")
     _count_if_ended(job, connection)
 
 

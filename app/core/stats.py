@@ -62,8 +62,8 @@ def record_completed(connection: Redis | Pipeline, job_id: str, queue: str, stat
 
 
 def record_recovered(connection: Redis | Pipeline, reason: str, count: int = 1) -> None:
-    """Count jobs put back on their queue after their worker was lost (``worker_lost``) or found
-    in no place (``orphan``)."""
+    """Count jobs put back on their queue: fetched by a worker that was lost (``worker_lost``),
+    running on one (``abandoned``), or found in no place (``orphan``)."""
     connection.hincrby(RECOVERED, reason, count)
 
 
