@@ -5,7 +5,8 @@ and Redis is killed; afterwards every accepted job must have completed exactly o
 runs a shorter storm (60 jobs) and asserts on them. Everything is real: a persistent
 ``redis-server`` killed with SIGKILL and restarted from its append-only file, the API under
 gunicorn answered over HTTP, ``ytcaption worker`` processes (their main process, work horse or
-engine host killed with SIGKILL and the worker started again, as a supervisor would), one worker
+engine host killed with SIGKILL, or all three, a lost machine; the worker started again, as a
+supervisor would), one worker
 frozen with SIGSTOP (main, horse and engine host: a machine that stops answering while Redis
 still holds its connections) and resumed with SIGCONT.
 
@@ -46,7 +47,7 @@ SETTLE = 10
 class Event:
     """One blow: what was hit, when, and the job the worker was running (whose recovery is timed)."""
 
-    kind: str  # kill-main, kill-horse, kill-engine-host, freeze, redis
+    kind: str  # kill-main, kill-horse, kill-engine-host, kill-machine (all of a worker's processes), freeze, redis
     at: float  # time.time()
     job_id: str | None = None
     recovered_after: float | None = None
@@ -87,7 +88,8 @@ class StormResult:
             "jobs_accepted": len(self.accepted), "jobs_completed": self.completed, "jobs_lost": len(self.lost),
             "completions_counted": self.counted_finished, "transcripts": self.transcripts,
             "ledger_left": self.ledger_left, "blows": kinds, "recovered": self.recovered,
-            "recovery_after_worker_death_s": spread(self.recovery("kill-main", "kill-horse", "kill-engine-host")),
+            "recovery_after_process_death_s": spread(self.recovery("kill-main", "kill-horse", "kill-engine-host")),
+            "recovery_after_machine_death_s": spread(self.recovery("kill-machine")),
             "recovery_after_freeze_s": spread(self.recovery("freeze")),
             "submit_retries": self.submit_retries, "seconds": round(self.seconds),
         }
@@ -225,12 +227,14 @@ class Storm:
         name = self.random.choice(live)
         main = self.h.children[name].pid
         horse, engine_host = _horse_and_engine_host(main)
-        targets = {"kill-main": main, "kill-horse": horse, "kill-engine-host": engine_host}
-        kind = self.random.choice([kind for kind, pid in targets.items() if pid])
+        targets = {"kill-main": [main], "kill-horse": [horse], "kill-engine-host": [engine_host],
+                   "kill-machine": [main, *_descendants(main)]}
+        kind = self.random.choice([kind for kind, pids in targets.items() if all(pids)])
         event = Event(kind, time.time(), self.job_of(name))
-        _kill(targets[kind], signal.SIGKILL)
+        for pid in targets[kind]:
+            _kill(pid, signal.SIGKILL)
         self.record(event)
-        if kind == "kill-main":
+        if kind in ("kill-main", "kill-machine"):
             self.h.children[name].wait()
             self.spawn_worker()  # as a supervisor (systemd, Heroku, compose) would
 

@@ -142,7 +142,7 @@ def test_an_idle_worker_wakes_for_a_new_job_at_once_without_polling_redis(make_c
         print(f"idle worker: {per_second:.2f} Redis commands/s in all, {fetches / idle:.2f} fetches/s; "
               f"RQ's scheduler polls every second: {calls}")
         # About two fetches per wait of up to 10 s, not one per second.
-        assert fetches <= idle / 10 * 2 + 2, calls
+        assert fetches <= idle / 10 * 2 + 4, calls  # a worker looking every second: 12 or more
 
         submitted = time.time()
         job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
