@@ -4,13 +4,12 @@ Where an accepted job can be, and who finds it again if its process dies there:
 
 1. **waiting** on its queue list (``rq:queue:<name>``): safe;
 2. **fetched**: a worker moves it, in one Redis operation, from the first non-empty queue (in
-   priority order) to its own *fetched list* (``ytcaption:fetched:<worker>``); see ``FETCH``.
-   Within milliseconds the worker *claims* it; its work horse takes it off the list once RQ
-   has recorded the start (then RQ's started registry has it). A job
-   not claimed within ``FETCH_GRACE`` s (its worker died, or froze), or claimed by a worker that
-   is gone but never started, is put back at the front of its queue by ``recover_fetched``,
-   without using one of its attempts; a frozen worker that comes back finds its claim gone and
-   does not run the job;
+   priority order) to its own *fetched list* (``ytcaption:fetched:<worker>``; see ``fetch``).
+   Within milliseconds the worker *claims* it; its work horse takes it off the list once RQ has
+   recorded the start. A job not claimed within ``FETCH_GRACE`` s (its worker died, or froze),
+   or claimed by a worker that is gone but never started, is put back at the front of its queue
+   by ``recover_fetched``, without using one of its attempts; a frozen worker that comes back
+   finds its claim gone and does not run the job;
 3. **running**: RQ's started registry, with a heartbeat; a job whose worker died is found
    abandoned by RQ's maintenance and retried (``worker_lost``, one attempt);
 4. **scheduled** for a retry (RQ's scheduled registry), or **ended**.
@@ -55,7 +54,10 @@ FETCHED = "ytcaption:fetched:{}"
 FETCHED_AT = "ytcaption:fetched-at"
 #: Seconds after which a fetched job that was not claimed is put back (a live worker claims it at once).
 FETCH_GRACE = 15
+RECOVER_LOCK = "ytcaption:recover-lock"
 SWEEP_LOCK = "ytcaption:sweep-lock"
+#: Seconds between two sweeps for orphans (across all workers).
+SWEEP_INTERVAL = 30
 #: Seconds an accepted job must be in no queue, registry or fetched list before it is requeued.
 ORPHAN_GRACE = 60
 
@@ -266,8 +268,10 @@ def sweep_orphans(connection: Redis, queue_names: Sequence[str], grace: float = 
 
 
 def maintain(connection: Redis, queue_names: Sequence[str], interval: float) -> None:
-    """Recover fetched jobs of gone workers and sweep orphans, at most once per ``interval`` s
-    across all workers (a lock), as part of a worker's maintenance."""
-    if connection.set(SWEEP_LOCK, 1, nx=True, px=max(1, int(interval * 1000) - 500)):
+    """Part of a worker's maintenance, shared by all workers (a lock each): recover fetched jobs at
+    most once per ``interval`` s; sweep orphans at most every ``SWEEP_INTERVAL`` s (a sweep reads
+    every queue list, so it is the more expensive one)."""
+    if connection.set(RECOVER_LOCK, 1, nx=True, px=max(1, int(interval * 1000) - 500)):
         recover_fetched(connection)
+    if connection.set(SWEEP_LOCK, 1, nx=True, px=int(SWEEP_INTERVAL * 1000)):
         sweep_orphans(connection, queue_names)
