@@ -16,6 +16,7 @@ from app.core.redis_server import RedisServer, free_port
 from tests.helpers import start_worker, status, stop_process, submit, wait_for
 from tests.test_reliability import user_headers
 from workers.fetch import FetchingQueue
+from workers.worker import build_worker
 
 
 def queue_keys():
@@ -216,3 +217,16 @@ def all_children(pid: int) -> list[int]:
     for child in children(pid):
         found += [child, *all_children(child)]
     return found
+
+
+def test_a_worker_serving_one_queue_does_not_take_jobs_waiting_in_another_for_orphans(
+        make_client, media_server, redis, settings):
+    client = make_client()
+    _, key = client.application.extensions["ytcaption"].users.create("free@example.com", "free")
+    job_id = submit(client, {"Authorization": f"Bearer {key}"}, media_server.url("fox.m4a")).get_json()["job_id"]
+    redis.zadd(reliability.LEDGER, {job_id: time.time() - 600})  # accepted long ago,
+    redis.hset(reliability.MISSING, job_id, time.time() - 600)  # and once found missing: the sweeper's next look decides
+    express_only = build_worker(redis, settings, ["express"])
+    express_only.run_maintenance_tasks()
+    assert Queue("standard", connection=redis).get_job_ids() == [job_id]  # once, where it was
+    assert not redis.hexists(reliability.MISSING, job_id)

@@ -114,7 +114,6 @@ class TranscriptionWorker(HerokuWorker):
     # worker meanwhile (RQ would later find it "abandoned" and run it a third time): it drops its
     # execution instead, and the horse walks away from the job (``workers.jobs.ensure_owned``).
     def maintain_heartbeats(self, job: Job, execution) -> None:
-        timeout = self.connection.hget(job.key, "timeout")
         if taken_from(self.connection, job, self.name):
             self.log.warning("Worker %s: job %s was given to another worker while this one was not answering; "
                              "leaving it", self.name, job.id)
@@ -122,7 +121,7 @@ class TranscriptionWorker(HerokuWorker):
                 execution.delete(job=job, pipeline=pipe)
                 pipe.execute()
             return
-        if timeout:
+        if timeout := self.connection.hget(job.key, "timeout"):
             job.timeout = int(timeout)
         super().maintain_heartbeats(job, execution)
 
@@ -142,9 +141,11 @@ class TranscriptionWorker(HerokuWorker):
 
     # Why: besides RQ's own maintenance (abandoned jobs, expired entries), recover the fetched jobs
     # of workers that are gone and requeue orphans (``app.core.reliability``), at the same pace.
+    # The sweep looks at every queue, not only this worker's: a job waiting in a queue this worker
+    # does not serve is not an orphan.
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
-        reliability.maintain(self.connection, self.queue_names(), self.maintenance_interval)
+        reliability.maintain(self.connection, QUEUE_NAMES, self.maintenance_interval)
 
     # Why: ``run`` must tell a requested stop from RQ's loop quitting on a Redis error; and the stop
     # of an idle worker must not be lost. RQ stops it by raising StopRequested from its signal
