@@ -230,3 +230,17 @@ def test_a_worker_serving_one_queue_does_not_take_jobs_waiting_in_another_for_or
     express_only.run_maintenance_tasks()
     assert Queue("standard", connection=redis).get_job_ids() == [job_id]  # once, where it was
     assert not redis.hexists(reliability.MISSING, job_id)
+
+
+def test_a_worker_whose_registration_was_lost_registers_again(config, redis):
+    """What a failover to a replica that never had the worker's registration leaves."""
+    worker = start_worker(redis)
+    try:
+        (registered,) = Worker.all(connection=redis)
+        redis.delete(registered.key)
+        redis.srem(Worker.redis_workers_keys, registered.key)
+        wait_for(lambda: [w.name for w in Worker.all(connection=redis)] == [registered.name], timeout=60,
+                 interval=0.5, message="the worker to register again")
+        assert Worker.find_by_key(registered.key, connection=redis).queue_names() == list(QUEUE_NAMES)
+    finally:
+        stop_process(worker)

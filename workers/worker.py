@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue
+from rq import Queue, worker_registration
 from rq.job import Job
 from rq.worker import HerokuWorker
 
@@ -143,9 +143,18 @@ class TranscriptionWorker(HerokuWorker):
     # of workers that are gone and requeue orphans (``app.core.reliability``), at the same pace.
     # The sweep looks at every queue, not only this worker's: a job waiting in a queue this worker
     # does not serve is not an orphan.
+    # And a worker whose registration was lost (a failover to a replica that never had it) registers
+    # again: RQ registers a worker only when it starts, and health checks look for it.
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         reliability.maintain(self.connection, QUEUE_NAMES, self.maintenance_interval)
+        if not self.connection.sismember(self.redis_workers_keys, self.key):
+            self.log.warning("Worker %s: its registration was lost (a Redis failover?); registering again", self.name)
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                pipe.expire(self.key, self.worker_ttl)
+                worker_registration.register(self, pipe)
+                pipe.execute()
 
     # Why: ``run`` must tell a requested stop from RQ's loop quitting on a Redis error; and the stop
     # of an idle worker must not be lost. RQ stops it by raising StopRequested from its signal
