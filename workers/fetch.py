@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
@@ -95,7 +96,8 @@ class Doorbell:
         while confirmed < len(queue_keys):  # the subscription is in place once Redis confirmed it
             message = self.pubsub.get_message(timeout=5)
             if message is None:
-                raise TimeoutError("Redis did not confirm the subscription to the queues' notifications")
+                # Redis's own TimeoutError: RQ's loop retries the connection on it.
+                raise RedisTimeoutError("Redis did not confirm the subscription to the queues' notifications")
             confirmed += message["type"] == "subscribe"
 
     def wait(self, seconds: float) -> None:
