@@ -49,9 +49,9 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API binds to.")
 @_friendly_errors
 def up(host: str) -> None:
-    """Start Redis (embedded unless REDIS_URL or REDIS_SENTINELS is set), the API, a worker and the scheduler; Ctrl-C stops all.
+    """Start Redis (embedded without REDIS_URL or REDIS_SENTINELS), the API, a worker, the scheduler.
 
-    A running job may finish within WORKER_SHUTDOWN_GRACE seconds, else goes back to its queue;
+    Ctrl-C stops all. A running job may finish within WORKER_SHUTDOWN_GRACE seconds, else goes back to its queue;
     Ctrl-C again sends it back at once.
     """
     from app.stack import run_stack

@@ -1,7 +1,7 @@
 """``ytcaption up``: the whole stack in the foreground, stopped cleanly by Ctrl-C.
 
-Starts an embedded Redis (when neither ``REDIS_URL`` nor ``REDIS_SENTINELS`` is set), the API under gunicorn, one worker on all
-queues and the scheduler, each with this process's settings. Children run in their own sessions
+Starts an embedded Redis (when neither ``REDIS_URL`` nor ``REDIS_SENTINELS`` is set), the API
+under gunicorn, one worker on all queues and the scheduler, each with this process's settings. Children run in their own sessions
 so that Ctrl-C reaches only this process, which then stops them: API, worker and scheduler get
 SIGTERM (the worker's job may finish within ``WORKER_SHUTDOWN_GRACE``, else goes back to its
 queue); a second Ctrl-C is passed on, so the worker hands its job back at once; Redis stops last.

@@ -225,7 +225,7 @@ def test_a_worker_serving_one_queue_does_not_take_jobs_waiting_in_another_for_or
     _, key = client.application.extensions["ytcaption"].users.create("free@example.com", "free")
     job_id = submit(client, {"Authorization": f"Bearer {key}"}, media_server.url("fox.m4a")).get_json()["job_id"]
     redis.zadd(reliability.LEDGER, {job_id: time.time() - 600})  # accepted long ago,
-    redis.hset(reliability.MISSING, job_id, time.time() - 600)  # and once found missing: the sweeper's next look decides
+    redis.hset(reliability.MISSING, job_id, time.time() - 600)  # and found missing before: the next sweep decides
     express_only = build_worker(redis, settings, ["express"])
     express_only.run_maintenance_tasks()
     assert Queue("standard", connection=redis).get_job_ids() == [job_id]  # once, where it was

@@ -76,8 +76,8 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     if job.should_retry:
         return
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
-    record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed", task_name(job.func_name),
-                     _run_time(job))
+    record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed",
+                     task_name(job.func_name), _run_time(job))
     if not cancelled:
         refund(connection, job)
 

@@ -245,7 +245,8 @@ def drop_executions(connection: Redis, job_id: str, worker_name: str) -> None:
     with connection.pipeline() as pipe:
         for member in members:
             if member.startswith(prefix):
-                Execution(member[len(prefix):], job_id, connection, worker_name=worker_name).delete(job=job, pipeline=pipe)
+                execution = Execution(member[len(prefix):], job_id, connection, worker_name=worker_name)
+                execution.delete(job=job, pipeline=pipe)
         pipe.execute()
 
 

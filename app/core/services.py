@@ -63,7 +63,8 @@ def connect(settings: Settings) -> Redis:
     )
 
 
-def wait_for_replicas(connection: Redis, settings: Settings, job_ids: Sequence[str], batch_id: str | None = None) -> None:
+def wait_for_replicas(connection: Redis, settings: Settings, job_ids: Sequence[str],
+                      batch_id: str | None = None) -> None:
     """Return once ``REDIS_WAIT_REPLICAS`` replicas hold the jobs just accepted (and all written before).
 
     Redis ``WAIT`` counts the replicas that have the last write *of its own connection*, and the
