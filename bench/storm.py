@@ -113,6 +113,7 @@ class Storm:
         self.all_ended = threading.Event()
         self.thawed = threading.Event()
         self.froze_once = False
+        self.frozen_pids: list[int] = []
         self.spawned = 0
         self.sessions: list[int] = []
 
@@ -249,6 +250,7 @@ class Storm:
         event = Event("freeze", time.time(), self.job_of(name))
         for pid in pids:
             _kill(pid, signal.SIGSTOP)
+        self.frozen_pids = pids
         self.record(event)
         self.h.say(f"storm: froze {name} (job {event.job_id}) for {self.freeze_for:.0f} s")
 
@@ -326,7 +328,10 @@ class Storm:
         result.recovered = {k.decode(): int(v) for k, v in redis.hgetall(stats.RECOVERED).items()}
 
     def close(self) -> None:
-        """Stop what is left, including work horses orphaned by a killed main process."""
+        """Stop what is left, including work horses orphaned by a killed main process (and a frozen
+        engine host, which runs in a session of its own and could not notice its worker's end)."""
+        for pid in self.frozen_pids:
+            _kill(pid, signal.SIGCONT)
         for pid in self.sessions:
             for other in _pids_in_session(pid):
                 _kill(other, signal.SIGCONT)
