@@ -196,6 +196,7 @@ class Storm:
         froze = redis_killed = False
         next_kill = start + self.kill_every
         while not self.all_ended.is_set():
+            self.supervise()
             now = time.monotonic()
             if not froze and now - start >= self.freeze_at:
                 froze = self.freeze()
@@ -207,9 +208,24 @@ class Storm:
                 next_kill = now + self.kill_every
             time.sleep(0.1)
 
+    def supervise(self) -> None:
+        """Start a worker for each one that exited by itself (e.g. its engine host was killed while
+        loading the model), as a supervisor would; killed ones are started again at once."""
+        running = [name for name, process in self.h.children.items()
+                   if name.startswith("worker-") and process.poll() is None]
+        for _ in range(self.workers - len(running)):
+            self.spawn_worker()
+
     def live_workers(self) -> list[str]:
+        """Workers that are running and registered (a blow to a worker still loading its model would
+        only starve the storm of workers)."""
+        try:
+            registered = {worker.pid for worker in Worker.all(connection=self.h.redis)}
+        except Exception:  # Redis restarting
+            return []
         return [name for name, process in self.h.children.items()
-                if name.startswith("worker-") and process.poll() is None and name != self.frozen]
+                if name.startswith("worker-") and process.poll() is None and name != self.frozen
+                and process.pid in registered]
 
     def job_of(self, name: str) -> str | None:
         pid = self.h.children[name].pid
@@ -236,8 +252,7 @@ class Storm:
             _kill(pid, signal.SIGKILL)
         self.record(event)
         if kind in ("kill-main", "kill-machine"):
-            self.h.children[name].wait()
-            self.spawn_worker()  # as a supervisor (systemd, Heroku, compose) would
+            self.h.children[name].wait()  # ``supervise`` starts another
 
     def freeze(self) -> bool:
         live = [name for name in self.live_workers() if self.job_of(name)]

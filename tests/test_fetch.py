@@ -227,6 +227,7 @@ def test_a_worker_serving_one_queue_does_not_take_jobs_waiting_in_another_for_or
     redis.zadd(reliability.LEDGER, {job_id: time.time() - 600})  # accepted long ago,
     redis.hset(reliability.MISSING, job_id, time.time() - 600)  # and found missing before: the next sweep decides
     express_only = build_worker(redis, settings, ["express"])
+    express_only.register_birth()
     express_only.run_maintenance_tasks()
     assert Queue("standard", connection=redis).get_job_ids() == [job_id]  # once, where it was
     assert not redis.hexists(reliability.MISSING, job_id)
@@ -244,3 +245,11 @@ def test_a_worker_whose_registration_was_lost_registers_again(config, redis):
         assert Worker.find_by_key(registered.key, connection=redis).queue_names() == list(QUEUE_NAMES)
     finally:
         stop_process(worker)
+
+
+def test_a_queue_maintenance_lock_left_by_a_killed_worker_expires_in_half_a_minute(redis):
+    """RQ's own lock lasts 15 minutes: a worker killed while cleaning a queue stopped the recovery of
+    that queue's abandoned jobs for that long (seen in the kill storm)."""
+    queue = FetchingQueue("express", connection=redis)
+    assert queue.acquire_maintenance_lock() and not queue.acquire_maintenance_lock()
+    assert 0 < redis.ttl(queue.registry_cleaning_key) <= 30

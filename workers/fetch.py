@@ -30,6 +30,8 @@ from app.core.reliability import claim, fetch
 
 log = logging.getLogger(__name__)
 
+#: Seconds a worker holds a queue's maintenance lock at most (should it die holding it).
+MAINTENANCE_LOCK_TTL = 30
 #: Seconds between two looks at empty queues when Redis cannot notify.
 POLL_INTERVAL = 1.0
 #: Keyspace notifications: "K" (key-space channel) and "l" (list commands); "A" includes "l".
@@ -42,6 +44,12 @@ class FetchingQueue(Queue):
     def __init__(self, *args, fetcher: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fetcher = fetcher
+
+    # Why: RQ takes this lock for 15 minutes and releases it when the queue's maintenance is done;
+    # a worker killed in the middle of it (seen in the kill storm) stopped the abandoned-job
+    # cleanup of the queue, so the recovery of every job a dead worker was running, for that long.
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_TTL))
 
     @classmethod
     def dequeue_any(cls, queues: Sequence[Queue], timeout: int | None, connection: Redis, job_class=None,
