@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import time
+
+#: Bytes no media format reads. Random, but the same every run: about 1 in 150 blocks of random
+#: bytes opens as some format without audio (no_audio, not undecodable_media), a flaky test.
+GARBAGE = random.Random(0).randbytes(20_000)
 
 
 def submit(client, headers, url: str, **fields):

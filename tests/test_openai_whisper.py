@@ -32,6 +32,7 @@ from app.core.errors import (
 )
 from app.core.redis_server import free_port
 from app.core.settings import Settings
+from tests.helpers import GARBAGE
 from workers.engine_host import EngineHost
 from workers.engines import (
     FasterWhisperEngine,
@@ -146,7 +147,7 @@ def write_video_only(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name, write, error", [
-    ("garbage.webm", lambda path: path.write_bytes(os.urandom(20_000)), UndecodableMedia),
+    ("garbage.webm", lambda path: path.write_bytes(GARBAGE), UndecodableMedia),
     ("empty.m4a", lambda path: path.write_bytes(b""), UndecodableMedia),
     ("video-only.mp4", write_video_only, NoAudio),
 ])

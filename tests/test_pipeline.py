@@ -7,7 +7,7 @@ import pytest
 from rq.job import Job
 
 from app.core.transcripts import TranscriptStore
-from tests.helpers import FIXTURE_TEXT, status, submit, word_error_rate
+from tests.helpers import FIXTURE_TEXT, GARBAGE, status, submit, word_error_rate
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_a_job_that_sees_its_cancel_first_is_stopped_by_its_worker(client, pro, 
 
 @pytest.mark.parametrize("name, content, error_type", [
     ("missing.webm", None, "video_unavailable"),
-    ("garbage.webm", os.urandom(20_000), "undecodable_media"),
+    ("garbage.webm", GARBAGE, "undecodable_media"),
 ])
 def test_bad_media_fails_with_a_clear_error_type(client, pro, media_server, run_worker, settings, name, content,
                                                  error_type):
