@@ -178,13 +178,15 @@ def test_a_frozen_worker_does_not_run_a_job_given_to_another_meanwhile(make_clie
     runs it; after SIGCONT the frozen work horse walks away: one completion, one count."""
     client = make_client(JOB_RETRY_BASE="0")
     headers = user_headers(client)
-    frozen = start_worker(redis)
-    other = None
+    workers = [start_worker(redis)]
     pids = []
     try:
+        workers.append(start_worker(redis, expect=2))  # both ready before the job: no race with a slow start
         job_id = submit(client, headers, media_server.url("lecture.webm", delay=0.3)).get_json()["job_id"]
         wait_for(lambda: status(client, headers, job_id)["stage"] == "downloading", timeout=60, message="download")
-        other = start_worker(redis, expect=2)
+        running_on = Worker.find_by_key(Worker.redis_worker_namespace_prefix + Job.fetch(
+            job_id, connection=redis).worker_name, connection=redis).pid
+        frozen = next(worker for worker in workers if worker.pid == running_on)
         pids = [frozen.pid, *all_children(frozen.pid)]
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
@@ -200,9 +202,8 @@ def test_a_frozen_worker_does_not_run_a_job_given_to_another_meanwhile(make_clie
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-        stop_process(frozen)
-        if other is not None:
-            stop_process(other)
+        for worker in workers:
+            stop_process(worker)
     body = status(client, headers, job_id)
     assert (body["status"], body["attempt"]) == ("completed", 2)
     assert redis.hget(stats.COMPLETED, "express|finished") == b"1"
