@@ -64,6 +64,7 @@ class StormResult:
     events: list[Event] = field(default_factory=list)
     seconds: float = 0.0
     submit_retries: int = 0
+    seed: int | None = None
 
     @property
     def completed(self) -> int:
@@ -91,7 +92,7 @@ class StormResult:
             "recovery_after_process_death_s": spread(self.recovery("kill-main", "kill-horse", "kill-engine-host")),
             "recovery_after_machine_death_s": spread(self.recovery("kill-machine")),
             "recovery_after_freeze_s": spread(self.recovery("freeze")),
-            "submit_retries": self.submit_retries, "seconds": round(self.seconds),
+            "submit_retries": self.submit_retries, "seconds": round(self.seconds), "seed": self.seed,
         }
 
 
@@ -103,9 +104,10 @@ class Storm:
         self.jobs, self.workers, self.burst, self.burst_every = jobs, workers, burst, burst_every
         self.kill_every, self.freeze_at, self.freeze_for, self.redis_kill_at = (
             kill_every, freeze_at, freeze_for, redis_kill_at)
+        seed = seed if seed is not None else random.randrange(10**6)
         self.random = random.Random(seed)
         self.timeout = timeout
-        self.result = StormResult()
+        self.result = StormResult(seed=seed)  # printed, so that a storm that went wrong can be run again
         self.lock = threading.Lock()
         self.frozen: str | None = None
         self.redis_down = threading.Event()
