@@ -254,3 +254,12 @@ def test_a_queue_maintenance_lock_left_by_a_killed_worker_expires_in_half_a_minu
     queue = FetchingQueue("express", connection=redis)
     assert queue.acquire_maintenance_lock() and not queue.acquire_maintenance_lock()
     assert 0 < redis.ttl(queue.registry_cleaning_key) <= 30
+
+
+def test_a_job_whose_record_is_gone_is_taken_off_the_fetched_list_and_the_next_one_fetched(redis):
+    queue = FetchingQueue("standard", connection=redis, fetcher="w1")
+    gone, waiting = queue.enqueue("builtins.len", "ab"), queue.enqueue("builtins.len", "cd")
+    redis.delete(gone.key)  # expired while it waited
+    job, _ = FetchingQueue.dequeue_any([queue], None, connection=redis)
+    assert job.id == waiting.id
+    assert [j.decode() for j in redis.lrange(reliability.fetched_key("w1"), 0, -1)] == [waiting.id]

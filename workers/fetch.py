@@ -26,7 +26,7 @@ from rq import Queue
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
 
-from app.core.reliability import claim, fetch
+from app.core.reliability import fetch, release
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class FetchingQueue(Queue):
                     try:
                         job = job_class.fetch(job_id, connection=connection, serializer=serializer)
                     except NoSuchJobError:  # expired or deleted while waiting: nothing to run
-                        claim(connection, fetcher, job_id)
+                        release(connection, fetcher, job_id)
                         continue
                     queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_class,
                                                serializer=serializer, death_penalty_class=death_penalty_class)
