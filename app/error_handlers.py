@@ -12,7 +12,7 @@ import re
 
 from flask import Flask, jsonify, request
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -57,6 +57,12 @@ def _redis_down(exc: Exception):
 _REFUSED_FOR_NOW = ("NOREPLICAS", "READONLY")
 
 
+def _redis_full(exc: OutOfMemoryError):
+    log.warning("Redis is out of memory: %s", exc)
+    return error_response(ServiceUnavailable("The job store is full for now (Redis reached its maxmemory); "
+                                             "nothing was accepted. Try again later."))
+
+
 def _redis_refuses(exc: ResponseError):
     if not any(word in str(exc) for word in _REFUSED_FOR_NOW):
         return _unexpected(exc)
@@ -85,5 +91,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(RedisConnectionError, _redis_down)
     app.register_error_handler(RedisTimeoutError, _redis_down)
+    app.register_error_handler(OutOfMemoryError, _redis_full)
     app.register_error_handler(ResponseError, _redis_refuses)
     app.register_error_handler(Exception, _unexpected)

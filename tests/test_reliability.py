@@ -9,7 +9,7 @@ import time
 
 import pytest
 from redis import Redis
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 
 from app import create_app
@@ -376,3 +376,25 @@ def test_an_idle_workers_lost_stop_request_is_made_again(config):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "left after" in result.stdout, result.stderr[-2000:]
     assert "the stop request was lost in RQ's loop; stopping again" in result.stdout + result.stderr
+
+
+def test_a_full_redis_refuses_submits_with_a_503_and_still_answers_reads(tmp_path, config, media_server):
+    """maxmemory reached with noeviction: a submit is refused for now (503, Retry-After, nothing
+    accepted), while a job's status, which needs no write, is still read (its request not counted)."""
+    server = RedisServer(tmp_path / "redis", port=free_port(), persistent=False)
+    server.start()
+    try:
+        connection = Redis.from_url(server.url)
+        client = create_app({**config, "REDIS_URL": server.url}).test_client()
+        headers = user_headers(client)
+        job_id = submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"]
+        connection.config_set("maxmemory", max(1, connection.info("memory")["used_memory"] // 2))  # full
+        refused = submit(client, headers, media_server.url("fox.m4a"))
+        assert refused.status_code == 503 and refused.headers["Retry-After"], refused.get_json()
+        assert refused.get_json()["error"] == "service_unavailable"
+        assert status(client, headers, job_id)["status"] == "pending"
+        assert Queue("express", connection=connection).count == 1  # the refused one is nowhere
+        connection.config_set("maxmemory", 0)  # room again
+        assert submit(client, headers, media_server.url("fox.m4a")).status_code == 202
+    finally:
+        server.stop()

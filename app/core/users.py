@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -19,8 +20,11 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from redis import Redis
+from redis.exceptions import OutOfMemoryError
 
 from app.core.errors import NotFound, UserAlreadyExists, ValidationFailed
+
+log = logging.getLogger(__name__)
 
 TIERS = ("free", "pro", "enterprise")
 ROLES = ("user", "admin")
@@ -182,7 +186,14 @@ class UserStore:
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             return None
         digest = hash_api_key(api_key)
-        found = self._authenticate(keys=[_API_KEY.format(digest)], args=[_USER.format(""), counter_prefix, counter_ttl])
+        try:
+            found = self._authenticate(keys=[_API_KEY.format(digest)],
+                                       args=[_USER.format(""), counter_prefix, counter_ttl])
+        except OutOfMemoryError:
+            # Redis is full and refuses the script (it may write the counter): authenticate with
+            # reads alone and count nothing, so that reading a status still works meanwhile.
+            log.warning("Redis is out of memory: requests are not counted for the rate limit")
+            found = self._read_key(digest)
         if not found:
             return None
         raw, fields, requests = found
@@ -191,6 +202,14 @@ class UserStore:
         if user is None or not hmac.compare_digest(record["digest"], digest):
             return None
         return Authenticated(user, record["key_id"], int(requests))
+
+    def _read_key(self, digest: str) -> tuple[bytes, list[bytes], int] | None:
+        """What the authentication script returns, read with plain reads, the request not counted."""
+        raw = self.connection.get(_API_KEY.format(digest))
+        if raw is None:
+            return None
+        fields = self.connection.hgetall(_USER.format(json.loads(raw)["user_id"]))
+        return raw, [item for pair in fields.items() for item in pair], 0
 
 
 def _check(*, tier: str, role: str, quota: int | None) -> None:
