@@ -190,6 +190,22 @@ def test_the_timeout_floor_stops_a_hung_download(make_client, media_server, run_
     assert (body["status"], body["error"]["type"], body["attempt"]) == ("failed", "job_timeout", 1)
 
 
+def test_a_job_past_its_timeout_stops_at_its_next_progress_update(redis):
+    """Should RQ's one alarm be swallowed (yt-dlp retries what it takes for a network error while it
+    opens a connection), the job's own progress updates stop it."""
+    from datetime import timedelta
+
+    from rq.timeouts import JobTimeoutException
+    from rq.utils import now
+
+    from workers.jobs import Progress
+
+    job = Queue("express", connection=redis).enqueue("builtins.len", "ab", job_timeout=2)
+    job.started_at = now() - timedelta(seconds=10)
+    with pytest.raises(JobTimeoutException):
+        Progress(job).update("downloading", 5)
+
+
 def test_the_timeout_grows_with_the_videos_duration(make_client, media_server, run_worker, redis):
     """Floor 8 s and a download of 10 s or more, but the metadata says 20 s: the job gets
     8 + 1.0 × 20 s, then 8 + 1.0 × 24 s once the decoded audio turns out to last 24 s.

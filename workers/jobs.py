@@ -65,6 +65,8 @@ TRANSCRIBE_END = 95
 
 #: How often a job may be handed back by workers shutting down before RQ fails it.
 MAX_HAND_BACKS = 100
+#: Seconds past its timeout after which a job's own progress updates stop it (RQ's alarm comes first).
+DEADLINE_SLACK = 1.0
 #: Seconds a cancelled job waits for its worker to stop it before it stops by itself.
 STOP_WAIT = 10.0
 
@@ -78,7 +80,10 @@ class Progress:
     """Writes stage and progress to ``job.meta``, at most every ``interval`` seconds per stage.
 
     Each write also checks for a cancel request, so a job stops even if the worker missed
-    the stop command (or the job was not running yet when it was sent).
+    the stop command (or the job was not running yet when it was sent). And every update checks
+    the job's timeout: RQ's alarm raises its exception once, and yt-dlp turns an exception raised
+    while it opens a connection into a network error that it retries (seen under load: a job
+    with a 2 s timeout downloaded for 15 s).
     """
 
     def __init__(self, job: Job, interval: float = 0.5) -> None:
@@ -88,6 +93,7 @@ class Progress:
         self._stage = None
 
     def update(self, stage: str, percent: float) -> None:
+        _check_deadline(self.job)
         now = time.monotonic()
         percent = max(int(percent), self.job.meta.get("progress", 0))
         if stage == self._stage and (now - self._last_write < self.interval or percent == self.job.meta["progress"]):
@@ -98,6 +104,13 @@ class Progress:
         self.job.meta.update(stage=stage, progress=percent)
         self.job.save_meta()
         self._stage, self._last_write = stage, now
+
+
+def _check_deadline(job: Job) -> None:
+    """Raise RQ's timeout exception once the job has run past its (possibly extended) timeout."""
+    if job.timeout and job.timeout > 0 and job.started_at:
+        if (now() - job.started_at).total_seconds() > job.timeout + DEADLINE_SLACK:
+            raise JobTimeoutException(f"Task exceeded maximum timeout value ({job.timeout} seconds)")
 
 
 def ensure_owned(job: Job) -> None:
