@@ -45,7 +45,10 @@ def document(model: BaseModel, status: int = 200, headers: dict[str, str] | None
 
 
 def _json_body(example: str):
-    payload = request.get_json(force=True, silent=True)
+    try:
+        payload = request.get_json(force=True, silent=True)
+    except RecursionError:  # not a ValueError, so ``silent`` lets it through
+        raise InvalidJSON("The request body is nested too deeply to be read.") from None
     if payload is None:
         raise InvalidJSON(f"The request body must be a JSON object, e.g. {example}.")
     return payload
