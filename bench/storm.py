@@ -33,7 +33,8 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from app.core import reliability, stats
-from app.core.redis_server import RedisServer
+from app.core.processes import children, descendants
+from app.core.redis_server import RedisServer, free_port
 from app.core.settings import Settings
 from app.stack import commands
 from bench.harness import FIXTURES, Harness, http_json
@@ -123,14 +124,14 @@ class Storm:
 
     def start(self) -> None:
         h = self.h
-        h.redis_server = RedisServer(h.dir / "redis", port=_port(), persistent=True)
+        h.redis_server = RedisServer(h.dir / "redis", port=free_port(), persistent=True)
         h.redis_server.start()
         h.serve_media(FIXTURES)
         # A blow to a job's worker costs the job an attempt (a job that keeps killing its worker must
         # fail in the end); the storm is about losing jobs, so each job has attempts to spare.
         storm_settings = {"JOB_MAX_RETRIES": "20", "JOB_RETRY_BASE": "0", "JOB_RETRY_MAX": "0"}
         self.env = h.env(**storm_settings)
-        port = _port()
+        port = free_port()
         web = commands(Settings.load({"PORT": port, "WEB_CONCURRENCY": 2}), "127.0.0.1")["web"]
         self.api = h.start_gunicorn("api", web, "/healthz", port, h.env(PORT=str(port), WEB_CONCURRENCY="2",
                                                                           **storm_settings))
@@ -247,7 +248,7 @@ class Storm:
         main = self.h.children[name].pid
         horse, engine_host = _horse_and_engine_host(main)
         targets = {"kill-main": [main], "kill-horse": [horse], "kill-engine-host": [engine_host],
-                   "kill-machine": [main, *_descendants(main)]}
+                   "kill-machine": [main, *descendants(main)]}
         kind = self.random.choice([kind for kind, pids in targets.items() if all(pids)])
         event = Event(kind, time.time(), self.job_of(name))
         for pid in targets[kind]:
@@ -263,7 +264,7 @@ class Storm:
         name = self.random.choice(live)
         self.frozen = name
         self.froze_once = True
-        pids = [self.h.children[name].pid, *_descendants(self.h.children[name].pid)]
+        pids = [self.h.children[name].pid, *descendants(self.h.children[name].pid)]
         event = Event("freeze", time.time(), self.job_of(name))
         for pid in pids:
             _kill(pid, signal.SIGSTOP)
@@ -368,12 +369,6 @@ def run(jobs: int, seed: int | None = None, keep: bool = False, **options) -> St
 # --- processes --------------------------------------------------------------------------------
 
 
-def _port() -> int:
-    from app.core.redis_server import free_port
-
-    return free_port()
-
-
 def _kill(pid: int | None, sig: int) -> None:
     if pid:
         try:
@@ -382,25 +377,10 @@ def _kill(pid: int | None, sig: int) -> None:
             pass
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except OSError:
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for child in _children(pid):
-        found += [child, *_descendants(child)]
-    return found
-
-
 def _horse_and_engine_host(main: int) -> tuple[int | None, int | None]:
     """The work horse leads its own process group (RQ's ``setpgrp``); the engine host does not."""
     horse = engine_host = None
-    for child in _children(main):
+    for child in children(main):
         try:
             if os.getpgid(child) == child:
                 horse = child

@@ -6,6 +6,8 @@ import os
 import random
 import time
 
+from app.core.processes import children, descendants  # noqa: F401 (for the tests)
+
 #: Bytes no media format reads. Random, but the same every run: about 1 in 150 blocks of random
 #: bytes opens as some format without audio (no_audio, not undecodable_media), a flaky test.
 GARBAGE = random.Random(0).randbytes(20_000)
@@ -116,14 +118,6 @@ def start_worker(connection, *args: str, env: dict | None = None, expect: int = 
         stop_process(process)  # a test that fails here must not leave a worker behind
         raise
     return process
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except OSError:
-        return []
 
 
 def horse_of(worker_pid: int) -> int | None:

@@ -13,7 +13,14 @@ from rq.job import Job
 from app.core import reliability, stats
 from app.core.jobs import QUEUE_NAMES
 from app.core.redis_server import RedisServer, free_port
-from tests.helpers import start_worker, status, stop_process, submit, wait_for
+from tests.helpers import (
+    descendants,
+    start_worker,
+    status,
+    stop_process,
+    submit,
+    wait_for,
+)
 from tests.test_reliability import user_headers
 from workers.fetch import FetchingQueue
 from workers.worker import build_worker
@@ -187,7 +194,7 @@ def test_a_frozen_worker_does_not_run_a_job_given_to_another_meanwhile(make_clie
         running_on = Worker.find_by_key(Worker.redis_worker_namespace_prefix + Job.fetch(
             job_id, connection=redis).worker_name, connection=redis).pid
         frozen = next(worker for worker in workers if worker.pid == running_on)
-        pids = [frozen.pid, *all_children(frozen.pid)]
+        pids = [frozen.pid, *descendants(frozen.pid)]
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         wait_for(lambda: (body := status(client, headers, job_id))["status"] == "processing" and body["attempt"] == 2,
@@ -209,15 +216,6 @@ def test_a_frozen_worker_does_not_run_a_job_given_to_another_meanwhile(make_clie
     assert redis.hget(stats.COMPLETED, "express|finished") == b"1"
     assert len(list(redis.scan_iter("ytcaption:transcript:*"))) == 1
     assert redis.zcard(reliability.LEDGER) == 0
-
-
-def all_children(pid: int) -> list[int]:
-    from tests.helpers import children
-
-    found = []
-    for child in children(pid):
-        found += [child, *all_children(child)]
-    return found
 
 
 def test_a_worker_serving_one_queue_does_not_take_jobs_waiting_in_another_for_orphans(

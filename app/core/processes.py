@@ -1,4 +1,4 @@
-"""Stopping child processes: SIGTERM, a grace period, then SIGKILL."""
+"""Child processes: stopping them (SIGTERM, a grace period, then SIGKILL), and finding them (Linux ``/proc``)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,20 @@ def terminate(processes: Iterable[subprocess.Popen | None], grace: float) -> Non
             log.warning("pid %s did not stop within %.0f s; killing it", process.pid, grace)
             process.kill()
             process.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (none if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren and so on of ``pid``."""
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found

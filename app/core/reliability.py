@@ -162,9 +162,9 @@ _FETCH, _CLAIM, _RECOVER, _SWEEP = (Script(None, script.encode())
                                     for script in (_FETCH_SCRIPT, _CLAIM_SCRIPT, _RECOVER_SCRIPT, _SWEEP_SCRIPT))
 
 
-def accept(pipe, job_id: str, when: float | None = None) -> None:
+def accept(pipe, job_id: str) -> None:
     """Write ``job_id`` to the ledger; pass the transaction that enqueues the job."""
-    pipe.zadd(LEDGER, {job_id: when if when is not None else time.time()})
+    pipe.zadd(LEDGER, {job_id: time.time()})
 
 
 def fetched_key(worker_name: str) -> str:
