@@ -55,7 +55,7 @@ def run(h: Harness, report: Report, clips: list[Clip], warm_up: Clip, runs: dict
         engine_seconds: dict[str, float]) -> None:
     start_worker(h)
     transcribe_via_api(h, warm_up)  # the first job of a worker pays for imports: not counted
-    report.note(SECTION, "API: gunicorn, 2 sync workers, app.gunicorn_conf; worker: one `ytcaption worker "
+    report.note(SECTION, "API: gunicorn, 2 gevent workers, app.gunicorn_conf; worker: one `ytcaption worker "
                          "express` (forking, its engine host holding tiny.en); media: loopback HTTP, yt-dlp "
                          "generic extractor; end-to-end = the job's ended_at - created_at")
     for clip in clips:

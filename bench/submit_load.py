@@ -1,6 +1,6 @@
 """Section 3: submit throughput and latency of the API under load, beside a bare enqueue app.
 
-Both run under gunicorn with 2 sync workers on the same Redis, loaded alternately in the same
+Both run under gunicorn with 2 gevent workers on the same Redis, loaded alternately in the same
 run with the same body (a YouTube URL: accepted without DNS and never downloaded, since no
 worker runs during this section). The queue is emptied before every run, so a growing queue
 cannot slow later runs.
@@ -33,7 +33,7 @@ def run(h: Harness, report: Report, plan: LoadPlan) -> None:
     api, key = h.api(), h.api_key()
     port = free_port()
     bare_command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                    "bench.bare_app:create_bare_app()"]
+                    "--worker-class", "gevent", "bench.bare_app:create_bare_app()"]
     bare = h.start_gunicorn("bare", bare_command, "/", port)
     targets = {
         "bare Flask enqueue": (bare + "/submit", {}),
@@ -75,4 +75,4 @@ def run(h: Harness, report: Report, plan: LoadPlan) -> None:
     report.note(SECTION, "ytcaption: POST /api/v1/transcribe/async/submit (auth, rate limit, quota, "
                          "validation, enqueue, metrics; gunicorn -c app.gunicorn_conf with its access log); "
                          "bare: bench/bare_app.py, one Queue.enqueue by import path (gunicorn defaults, "
-                         "no access log); both 2 sync workers")
+                         "no access log); both 2 gevent workers")
