@@ -107,7 +107,7 @@ class Harness:
             REDIS_URL=self.redis_url,
             DATA_DIR=str(self.dir / "data"),
             WORK_DIR=str(self.dir / "work"),
-            ALLOWED_URL_HOSTS="127.0.0.1",
+            ALLOWED_URL_HOSTS="127.0.0.1:*",
             # The benchmark user must never be throttled (its quota is raised in api_key()).
             RATE_LIMIT_ENTERPRISE=str(10**9),
             BENCH_REDIS_URL=self.redis_url,

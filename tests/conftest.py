@@ -162,7 +162,7 @@ def config(redis_url, tmp_path, monkeypatch) -> dict[str, str]:
     """
     values = {
         "REDIS_URL": redis_url,
-        "ALLOWED_URL_HOSTS": "127.0.0.1",
+        "ALLOWED_URL_HOSTS": "127.0.0.1:*",
         "WORK_DIR": str(tmp_path / "work"),
         "DATA_DIR": str(tmp_path / "data"),
         **{f"RATE_LIMIT_{tier}": "100000" for tier in ("FREE", "PRO", "ENTERPRISE")},

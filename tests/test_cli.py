@@ -33,6 +33,14 @@ def test_unknown_queue_and_tier_are_refused(config):
     assert run("users", "create", "--email", "x@example.com", "--tier", "gold").returncode == 2
 
 
+def test_an_invalid_allowed_url_host_stops_the_worker_at_start(config, monkeypatch):
+    monkeypatch.setenv("ALLOWED_URL_HOSTS", "media.example.com,http://127.0.0.1:8080")
+    result = run("worker")
+    assert result.returncode != 0
+    assert "ALLOWED_URL_HOSTS" in result.stderr and "no scheme" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_unreachable_redis_gives_a_sentence_not_a_traceback(config, monkeypatch):
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     result = run("users", "list")

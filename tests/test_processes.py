@@ -131,7 +131,7 @@ def test_ytcaption_up_runs_the_whole_stack_and_keeps_jobs_across_restarts(tmp_pa
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WORK_DIR=str(tmp_path / "work"),
-               ALLOWED_URL_HOSTS="127.0.0.1", PATH=os.path.dirname(sys.executable), WORKER_SHUTDOWN_GRACE="120",
+               ALLOWED_URL_HOSTS="127.0.0.1:*", PATH=os.path.dirname(sys.executable), WORKER_SHUTDOWN_GRACE="120",
                RATE_LIMIT_FREE="100000")
     api = f"http://127.0.0.1:{port}"
     socket = tmp_path / "data" / "redis.sock"

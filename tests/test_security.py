@@ -237,6 +237,7 @@ def ssrf_client(make_client, monkeypatch):
     ("http://v6.media.example.com/a.mp3", "host_not_allowed"),
     ("http://mapped.media.example.com/a.mp3", "host_not_allowed"),
     ("http://cdn.media.example.com:8080/a.mp3", "host_not_allowed"),  # odd port on a sub-domain
+    ("http://media.example.com:8080/a.mp3", "host_not_allowed"),  # listed bare: default ports only
     ("http://nowhere.media.example.com/a.mp3", "invalid_url"),  # does not resolve
     ("http://media.example.com.evil.test/a.mp3", "host_not_allowed"),
     ("https://www.youtube.com:8443/watch?v=dQw4w9WgXcQ", "host_not_allowed"),
@@ -253,7 +254,7 @@ def test_ssrf_table(ssrf_client, url, code):
 
 
 @pytest.mark.parametrize("url", [
-    "http://media.example.com:8080/a.mp3",  # listed exactly: trusted as written
+    "http://media.example.com/a.mp3",  # listed: trusted at any address, on its default ports
     "https://cdn.media.example.com/a.mp3",  # a sub-domain with public addresses only
 ])
 def test_allowed_urls(ssrf_client, url):

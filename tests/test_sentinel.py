@@ -140,7 +140,7 @@ def sentinel_env(cluster, tmp_path) -> dict[str, str]:
         "REDIS_SENTINEL_MASTER": MASTER_NAME,
         "REDIS_WAIT_REPLICAS": "1",
         "REDIS_WAIT_TIMEOUT": "10",
-        "ALLOWED_URL_HOSTS": "127.0.0.1",
+        "ALLOWED_URL_HOSTS": "127.0.0.1:*",
         "WORK_DIR": str(tmp_path / "work"),
         "DATA_DIR": str(tmp_path / "data"),
         "JOB_RETRY_BASE": "1",

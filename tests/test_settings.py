@@ -74,8 +74,21 @@ def test_allowed_models_accept_names_and_paths():
 
 
 def test_allowed_url_hosts_are_lowercased():
-    assert Settings.load({"ALLOWED_URL_HOSTS": "Media.Example.com, 127.0.0.1"}).allowed_url_hosts == (
-        "media.example.com", "127.0.0.1")
+    assert Settings.load({"ALLOWED_URL_HOSTS": "Media.Example.com, 127.0.0.1:8080, [::1]:*"}).allowed_url_hosts == (
+        "media.example.com", "127.0.0.1:8080", "[::1]:*")
+
+
+@pytest.mark.parametrize("entry, words", [
+    ("http://media.example.com", "no scheme, user or path"),
+    ("::1", "in brackets"),
+    ("media.example.com:0", "from 1 to 65535"),
+    ("media.example.com:http", "from 1 to 65535"),
+    ("media example.com", "not a host name"),
+    ("[media.example.com]:80", "only an IPv6 address"),
+])
+def test_an_invalid_allowed_url_host_is_refused_with_a_sentence(entry, words):
+    with pytest.raises(ConfigurationError, match=words):
+        Settings.load({"ALLOWED_URL_HOSTS": f"youtube.example.com, {entry}"})
 
 
 def test_a_child_gets_its_parents_settings_not_the_environment(bare_environment, monkeypatch):

@@ -61,6 +61,32 @@ def test_rejected_urls(url, error):
 
 
 def test_extra_hosts_are_allowed_and_kept_as_given():
-    parsed = parse_video_url("http://127.0.0.1:8080/media/talk.webm#t=3", extra_hosts=["127.0.0.1"])
+    parsed = parse_video_url("http://127.0.0.1:8080/media/talk.webm#t=3", extra_hosts=["127.0.0.1:8080"])
     assert parsed.url == "http://127.0.0.1:8080/media/talk.webm"
     assert parsed.video_id is None
+
+
+ALLOWED = ["media.example.com", "files.example.com:8080", "any.example.com:*", "[::1]:9000", "127.0.0.1:18090"]
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://media.example.com/a.mp3", True),  # a bare host: its default ports
+    ("https://media.example.com/a.mp3", True),
+    ("http://media.example.com:443/a.mp3", False),  # a default port, but not http's
+    ("http://media.example.com:8080/a.mp3", False),
+    ("http://files.example.com:8080/a.mp3", True),  # host:port: that port only
+    ("http://files.example.com/a.mp3", False),
+    ("https://files.example.com:8081/a.mp3", False),
+    ("http://any.example.com:1234/a.mp3", True),  # host:*
+    ("http://[::1]:9000/a.mp3", True),
+    ("http://[::1]:9001/a.mp3", False),
+    ("http://127.0.0.1:18090/a.mp3", True),  # written with a port, it allows that port
+    ("http://127.0.0.1:6379/", False),  # ... and not Redis's
+    ("http://127.0.0.1/", False),
+])
+def test_allowed_host_entries_name_their_ports(url, allowed):
+    if allowed:
+        assert parse_video_url(url, extra_hosts=ALLOWED).url == url
+    else:
+        with pytest.raises(HostNotAllowed):
+            parse_video_url(url, extra_hosts=ALLOWED)

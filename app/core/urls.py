@@ -1,10 +1,12 @@
 """Which URLs may be fetched (the SSRF policy), and how YouTube URLs are normalised.
 
 The policy: http(s) only, no credentials in the URL; YouTube's hosts on their default ports;
-other hosts only when ``ALLOWED_URL_HOSTS`` lists them. A listed host is trusted exactly as
-written (any port, any address: an operator may allow an internal media server); a sub-domain
-of a listed host is allowed on default ports only, and only if every address it resolves to is
-public: never loopback, private, link-local (cloud metadata at 169.254.169.254) or reserved.
+other hosts only when ``ALLOWED_URL_HOSTS`` lists them. An entry is ``host`` (its default ports,
+80 and 443), ``host:port`` (that port) or ``host:*`` (any port); an IPv6 address is written in
+brackets (``[::1]:8080``). A listed host is trusted at any address (an operator may allow an
+internal media server); a sub-domain of a listed name is allowed on default ports only, and only
+if every address it resolves to is public: never loopback, private, link-local (cloud metadata
+at 169.254.169.254) or reserved.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from app.core.errors import (
@@ -44,6 +47,59 @@ _CHANNEL_PREFIXES = ("channel", "c", "user")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Resolver = Callable[[str], list[str]]
+
+_HOST_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$")
+
+
+@dataclass(frozen=True)
+class AllowedHost:
+    """One entry of ``ALLOWED_URL_HOSTS``: ``host``, ``host:port`` or ``host:*``."""
+
+    host: str
+    port: int | None = None  # None: the scheme's default port
+    any_port: bool = False
+
+    @classmethod
+    def parse(cls, entry: str) -> AllowedHost:
+        """Read an entry; raises ``ValueError`` saying what is wrong with it."""
+        text = entry.strip().lower()
+        if "/" in text or "@" in text:
+            raise ValueError(f"{entry!r}: write the host alone (host, host:port or host:*), no scheme, user or path")
+        if text.startswith("["):  # [IPv6] or [IPv6]:port
+            host, _, rest = text[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"{entry!r} is not host, host:port or host:*")
+            port = rest[1:] if rest else None
+            if not _is_ip_literal(host) or ":" not in host:
+                raise ValueError(f"{entry!r}: only an IPv6 address goes in brackets")
+        elif text.count(":") > 1:
+            raise ValueError(f"{entry!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+        else:
+            host, _, port = text.partition(":")
+            port = port if ":" in text else None
+            if not (_is_ip_literal(host) or _HOST_NAME.match(host)):
+                raise ValueError(f"{entry!r} is not a host name or IP address (write host, host:port or host:*)")
+        if port is None:
+            return cls(host)
+        if port == "*":
+            return cls(host, any_port=True)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535, or *")
+        return cls(host, port=int(port))
+
+    def allows(self, scheme: str, port: int) -> bool:
+        if self.any_port:
+            return True
+        return port == (self.port if self.port is not None else _DEFAULT_PORTS[scheme])
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:*" if self.any_port else f"{host}:{self.port}" if self.port else host
+
+
+@lru_cache(maxsize=64)
+def _allowed(entries: tuple[str, ...]) -> tuple[AllowedHost, ...]:
+    return tuple(AllowedHost.parse(entry) for entry in entries)
 
 
 def resolve_host(host: str) -> list[str]:
@@ -88,21 +144,32 @@ def parse_video_url(raw: str, extra_hosts: Iterable[str] = (), resolve: Resolver
     return VideoURL(url=urlunsplit(parts._replace(fragment="")), host=host, video_id=None)
 
 
-def check_fetch_url(url: str, extra_hosts: Iterable[str] = (), resolve: Resolver | None = None) -> None:
-    """Check a URL the worker is about to fetch (a redirect target) against the same policy."""
+def check_fetch_url(url: str, extra_hosts: Iterable[str] = (), resolve: Resolver | None = None) -> list[str] | None:
+    """Check a URL the worker is about to fetch (each hop of a redirect too) against the same policy.
+
+    Returns the addresses that were checked, for the caller to connect to (and not to a second DNS
+    answer), or ``None`` when the host may be at any address (YouTube's, or listed).
+    """
     parts, host = _split(url)
     if host in YOUTUBE_HOSTS:
         _check_default_port(parts, host)
-    else:
-        check_host(parts, host, extra_hosts, resolve)
+        return None
+    return check_host(parts, host, extra_hosts, resolve)
 
 
-def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver | None) -> None:
-    allowed = {h.lower() for h in extra_hosts}
-    if host in allowed:
-        return  # listed exactly: trusted as the operator wrote it
-    if not any(host.endswith("." + parent) for parent in allowed) or _is_ip_literal(host):
-        accepted = "YouTube URLs and URLs on the hosts this server allows" if allowed else "YouTube URLs"
+def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver | None) -> list[str] | None:
+    rules = _allowed(tuple(extra_hosts))
+    scheme = parts.scheme.lower()
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
+    listed = [rule for rule in rules if rule.host == host]
+    if listed:
+        if any(rule.allows(scheme, port) for rule in listed):
+            return None  # listed: trusted at any address, as the operator wrote it
+        entries = ", ".join(str(rule) for rule in listed)
+        raise HostNotAllowed(f"Port {port} is not allowed for {host!r} (this server allows {entries}).")
+    names = {rule.host for rule in rules if not _is_ip_literal(rule.host)}
+    if not any(host.endswith("." + parent) for parent in names) or _is_ip_literal(host):
+        accepted = "YouTube URLs and URLs on the hosts this server allows" if rules else "YouTube URLs"
         raise HostNotAllowed(f"Host {host!r} is not allowed: only {accepted} are accepted here.")
     _check_default_port(parts, host)
     try:
@@ -111,6 +178,7 @@ def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver |
         raise InvalidURL(f"Host {host!r} does not resolve.") from None
     if not addresses or not all(is_public_address(address) for address in addresses):
         raise HostNotAllowed(f"Host {host!r} resolves to a private or local address.")
+    return addresses
 
 
 def _split(raw: str):
