@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
 from app.core.errors import (
-    BadRequest,
+    FileTooLarge,
     JobError,
     RedirectNotAllowed,
     TransientDownloadError,
@@ -25,7 +23,8 @@ from app.core.errors import (
     VideoTooLong,
     VideoUnavailable,
 )
-from app.core.urls import YOUTUBE_HOSTS, check_fetch_url
+from app.core.urls import YOUTUBE_HOSTS
+from workers.egress import EgressProxy
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +54,38 @@ def fetch_audio(
     directory: Path,
     *,
     max_duration: int,
+    max_bytes: int,
     allowed_hosts: Iterable[str] = (),
     on_progress: Callable[[float], None] | None = None,
     on_duration: Callable[[float], None] | None = None,
 ) -> Media:
     """Download the best audio of ``url`` into ``directory``.
 
-    The duration in the metadata is checked (and passed to ``on_duration``) before anything
-    is downloaded. For a URL on an allowed non-YouTube host every redirect is checked against
-    the URL policy before it is followed, and every request yt-dlp makes afterwards too.
+    The duration and size in the metadata are checked (the duration passed to ``on_duration``)
+    before anything is downloaded, and the size again while downloading. A URL on an allowed
+    non-YouTube host is downloaded through an ``EgressProxy``: every request, whoever makes it
+    (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
 
     Raises:
-        VideoTooLong, VideoUnavailable, UnsupportedURL, RedirectNotAllowed, TransientDownloadError.
+        VideoTooLong, FileTooLarge, VideoUnavailable, UnsupportedURL, RedirectNotAllowed,
+        TransientDownloadError.
     """
     # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
-    guard = None if urlsplit(url).hostname in YOUTUBE_HOSTS else _policy_guard(allowed_hosts)
-    if guard is not None:
-        _follow_redirects(url, guard)
+    youtube = urlsplit(url).hostname in YOUTUBE_HOSTS
+    with nullcontext() if youtube else EgressProxy(allowed_hosts, max_bytes=max_bytes) as proxy:
+        return _download(url, directory, proxy, max_duration=max_duration, max_bytes=max_bytes,
+                         on_progress=on_progress, on_duration=on_duration)
 
+
+def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_duration: int, max_bytes: int,
+              on_progress: Callable[[float], None] | None, on_duration: Callable[[float], None] | None) -> Media:
     def hook(status: dict[str, Any]) -> None:
-        if on_progress and status.get("status") == "downloading":
-            total = status.get("total_bytes") or status.get("total_bytes_estimate")
-            if total:
-                on_progress(min(1.0, status.get("downloaded_bytes", 0) / total))
+        if status.get("status") != "downloading":
+            return
+        total = status.get("total_bytes") or status.get("total_bytes_estimate")
+        _check_size(max(total or 0, status.get("downloaded_bytes") or 0), max_bytes)
+        if on_progress and total:
+            on_progress(min(1.0, status.get("downloaded_bytes", 0) / total))
 
     options = {
         "format": "bestaudio/best",
@@ -97,7 +105,9 @@ def fetch_audio(
         "extractor_retries": 1,
         "overwrites": True,
     }
-    with _mapped_errors(), _GuardedYoutubeDL(options, guard) as ydl:
+    if proxy is not None:
+        options["proxy"] = proxy.url
+    with _mapped_errors(proxy), YoutubeDL(options) as ydl:
         info = ydl.extract_info(url, download=False)
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
@@ -106,13 +116,29 @@ def fetch_audio(
         duration = info.get("duration")
         if duration and duration > max_duration:
             raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
+        _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
+                        for f in info.get("requested_formats") or [info]), max_bytes)
         if duration and on_duration:
             on_duration(float(duration))
         info = ydl.process_ie_result(info, download=True)
+        if proxy is not None and proxy.too_large:  # cut by the proxy: to the downloader, a body that ended
+            raise FileTooLarge(_too_large(proxy.max_bytes))
         downloads = info.get("requested_downloads") or []
         if not downloads or not Path(downloads[0]["filepath"]).exists():
             raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
+        _check_size(Path(downloads[0]["filepath"]).stat().st_size, max_bytes)
         return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
+
+
+def _check_size(size: float, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise FileTooLarge(_too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> str:
+    limit = (f"{max_bytes / 1e9:g} GB" if max_bytes >= 1e9 else f"{max_bytes / 1e6:g} MB" if max_bytes >= 1e6
+             else f"{max_bytes:,} bytes")
+    return f"The media is larger than {limit}, the most this server downloads."
 
 
 def warm_up() -> None:
@@ -131,53 +157,20 @@ def warm_up() -> None:
             ydl.get_info_extractor(key)
 
 
-def _policy_guard(allowed_hosts: Iterable[str]) -> Callable[[str], None]:
-    def guard(target: str) -> None:
-        try:
-            check_fetch_url(target, allowed_hosts)
-        except BadRequest as exc:
-            raise RedirectNotAllowed(f"The URL leads to {target!r}, which is not allowed: {exc.message}") from None
-
-    return guard
-
-
-class _GuardedYoutubeDL(YoutubeDL):
-    """YoutubeDL that checks each URL it requests, and where the answer came from, with ``guard``."""
-
-    def __init__(self, params: dict, guard: Callable[[str], None] | None) -> None:
-        super().__init__(params)
-        self._guard = guard
-
-    def urlopen(self, req):
-        if self._guard is None:
-            return super().urlopen(req)
-        self._guard(req if isinstance(req, str) else req.url)
-        response = super().urlopen(req)
-        self._guard(response.url)
-        return response
-
-
-def _follow_redirects(url: str, guard: Callable[[str], None]) -> None:
-    """Walk the redirect chain of ``url`` (HEAD), checking each target before requesting it."""
-
-    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            guard(newurl)
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    opener = urllib.request.build_opener(CheckedRedirects)
-    try:
-        opener.open(urllib.request.Request(url, method="HEAD"), timeout=30).close()
-    except (urllib.error.URLError, OSError, ValueError):
-        pass  # not for this check to judge: yt-dlp reports download errors itself
-
-
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions)."""
+def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
+    """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions).
+
+    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403".
+    """
     try:
         yield
     except (DownloadError, ExtractorError) as exc:
+        if proxy is not None and proxy.too_large:
+            raise FileTooLarge(_too_large(proxy.max_bytes)) from exc
+        if proxy is not None and proxy.refused:
+            target, why = proxy.refused[0]
+            raise RedirectNotAllowed(f"The URL leads to {target!r}, which is not allowed: {why}") from exc
         raise classify(exc) from exc
 
 

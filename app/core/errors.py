@@ -231,6 +231,12 @@ class VideoTooLong(JobError):
     code = "video_too_long"
 
 
+class FileTooLarge(JobError):
+    """Larger than `MAX_DOWNLOAD_BYTES`: checked from the metadata before downloading, and while downloading."""
+
+    code = "file_too_large"
+
+
 class NoAudio(JobError):
     """The media has no audio track."""
 

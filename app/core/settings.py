@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         "trusted at any address; its sub-domains only on default ports and public addresses (docs/security.md)."))
     max_video_duration: PositiveInt = Field(10800, description=(
         "Longest accepted video in seconds for pro and enterprise users, and the ceiling for everyone."))
+    max_download_bytes: PositiveInt = Field(2_000_000_000, description=(
+        "Largest media file a worker downloads, in bytes: checked against the metadata before downloading and "
+        "enforced while downloading (the job fails with `file_too_large`)."))
     max_video_duration_free: PositiveInt = Field(3600, description="Longest accepted video for free users, in seconds.")
     quota_free: NonNegativeInt = Field(100, description=(
         "Jobs per calendar month (UTC) for a free user, unless the user has an override."))

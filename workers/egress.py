@@ -1,0 +1,227 @@
+"""The egress proxy: every request a download makes, whoever makes it, passes the URL policy first.
+
+yt-dlp follows redirects inside its HTTP library, and hands some streams (an HLS playlist with
+features its own downloader lacks) to ffmpeg, which fetches the playlist's keys and segments
+itself. Checking URLs in ytcaption's code cannot see those requests: a host that answered a HEAD
+with 200 and a GET with a redirect to localhost, or a playlist whose segments pointed at another
+port, reached what the policy forbids. So a download from a non-YouTube host runs through this
+proxy, a forward HTTP proxy on 127.0.0.1 that the job's yt-dlp (its ``proxy`` option) and ffmpeg
+(``http_proxy``, set by yt-dlp) use for every request. For each request (each redirect hop is a
+new one) it checks the target against the URL policy, then connects to an address it checked, so
+a second DNS answer cannot point elsewhere. A refused request gets 403 and is remembered: the job
+fails with ``redirect_not_allowed`` naming it. The proxy also counts the bytes that come in and
+cuts every connection once they pass ``max_bytes`` (``MAX_DOWNLOAD_BYTES``): whoever downloads,
+a job cannot fill the disk.
+
+One request per connection: a plain-HTTP request goes upstream with ``Connection: close``, an
+HTTPS one is a ``CONNECT`` tunnel to the checked host and port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import socketserver
+import threading
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from app.core.errors import BadRequest
+from app.core.urls import check_fetch_url, resolve_host
+
+log = logging.getLogger(__name__)
+
+#: Seconds a connection through the proxy may stay silent in both directions.
+IDLE_TIMEOUT = 60
+#: A request's line and headers, at most.
+MAX_HEAD_BYTES = 64 * 1024
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"}
+
+
+class EgressProxy:
+    """``with EgressProxy(allowed_hosts) as proxy:`` serves on ``proxy.url`` until the block ends."""
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), max_bytes: int | None = None) -> None:
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.max_bytes = max_bytes
+        self.refused: list[tuple[str, str]] = []  # (target, why), in order
+        self.received = 0  # bytes from upstream, all connections together
+        self.too_large = False
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.proxy = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name="egress-proxy", daemon=True)
+        self._saved_env: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> EgressProxy:
+        self._thread.start()
+        # ffmpeg reads no_proxy from the environment yt-dlp passes on: nothing may bypass the proxy.
+        for name in ("no_proxy", "NO_PROXY"):
+            if name in os.environ:
+                self._saved_env[name] = os.environ.pop(name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        os.environ.update(self._saved_env)
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def addresses(self, url: str) -> list[str]:
+        """The addresses to connect to for ``url``; raises ``BadRequest`` if the policy refuses it."""
+        checked = check_fetch_url(url, self.allowed_hosts)
+        return checked if checked is not None else resolve_host(urlsplit(url).hostname)
+
+    def count(self, size: int) -> bool:
+        """Add ``size`` bytes received; False once the job has received more than ``max_bytes``."""
+        with self._lock:
+            self.received += size
+            if self.max_bytes is not None and self.received > self.max_bytes:
+                self.too_large = True
+            return not self.too_large
+
+    def refuse(self, target: str, why: str) -> None:
+        self.refused.append((target, why))
+        log.warning("egress refused target=%s reason=%r", target, why)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    proxy: EgressProxy
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    rbufsize = 0  # unbuffered: what follows the head (a body, a TLS handshake) stays on the socket
+
+    server: _Server
+
+    def handle(self) -> None:
+        self.connection.settimeout(IDLE_TIMEOUT)
+        try:
+            method, target, head = self._read_head()
+        except (OSError, ValueError):
+            return self._answer(400, "Bad request")
+        proxy = self.server.proxy
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            url = f"https://{host}:{port}/"
+        else:
+            url = target
+        try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an absolute http(s) URL: {target!r}")
+            port_number = parts.port or (443 if parts.scheme == "https" else 80)
+            addresses = proxy.addresses(url)
+        except BadRequest as exc:
+            proxy.refuse(url, exc.message)
+            return self._answer(403, f"Refused by the URL policy: {exc.message}")
+        except (ValueError, OSError) as exc:
+            proxy.refuse(url, str(exc))
+            return self._answer(502, f"Cannot fetch {target!r}: {exc}")
+        upstream = _connect(addresses, port_number)
+        if upstream is None:
+            return self._answer(502, f"Cannot connect to {parts.hostname}:{port_number}")
+        with upstream:
+            if method == "CONNECT":
+                self.connection.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+                upstream.sendall(f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + head)
+                if not _forward_answer_head(upstream, self.connection, proxy):
+                    return
+            _pipe(self.connection, upstream, proxy)
+
+    def _read_head(self) -> tuple[str, str, bytes]:
+        """The request line's method and target, and the headers to send on (hop-by-hop ones dropped)."""
+        line = self.rfile.readline(8192).decode("latin-1")
+        method, target, _version = line.split()
+        headers, size = [], len(line)
+        while True:
+            header = self.rfile.readline(8192)
+            size += len(header)
+            if size > MAX_HEAD_BYTES:
+                raise ValueError("request head too large")
+            if header in (b"\r\n", b"\n", b""):
+                break
+            name = header.split(b":", 1)[0].strip().lower().decode("latin-1")
+            if name not in _HOP_BY_HOP:
+                headers.append(header)
+        headers.append(b"Connection: close\r\n\r\n")
+        return method.upper(), target, b"".join(headers)
+
+    def _answer(self, status: int, text: str) -> None:
+        reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+        body = text.encode()
+        try:
+            self.connection.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+                                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        except OSError:
+            pass
+
+
+def _forward_answer_head(upstream: socket.socket, client: socket.socket, proxy: EgressProxy) -> bool:
+    """Send the client the upstream answer's head saying ``Connection: close``, which it is: the client
+    must not send a second request on this connection (one request per connection)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = upstream.recv(65536)
+        if not chunk or len(data) > MAX_HEAD_BYTES:
+            return False
+        data += chunk
+    if not proxy.count(len(data)):
+        return False
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, *headers = head.split(b"\r\n")
+    kept = [h for h in headers if h.split(b":", 1)[0].strip().lower().decode("latin-1") not in _HOP_BY_HOP]
+    client.sendall(b"\r\n".join([status, *kept, b"Connection: close", b"", b""]) + rest)
+    return True
+
+
+def _connect(addresses: list[str], port: int) -> socket.socket | None:
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout=IDLE_TIMEOUT)
+        except OSError:
+            continue
+    return None
+
+
+def _pipe(client: socket.socket, upstream: socket.socket, proxy: EgressProxy) -> None:
+    """Copy bytes both ways until the upstream side closes (or both stay silent ``IDLE_TIMEOUT`` s,
+    or the job has downloaded too much)."""
+    peers = {client: upstream, upstream: client}
+    open_ends = [client, upstream]
+    while open_ends:
+        readable, _, _ = select.select(open_ends, [], [], IDLE_TIMEOUT)
+        if not readable:
+            return
+        for sock in readable:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                if sock is upstream:
+                    return  # the answer is complete
+                open_ends.remove(sock)  # the client has sent all it will: keep reading the answer
+                try:
+                    upstream.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                continue
+            if sock is upstream and not proxy.count(len(data)):
+                log.warning("egress cut: more than %d bytes downloaded", proxy.max_bytes)
+                return
+            try:
+                peers[sock].sendall(data)
+            except OSError:
+                return
