@@ -127,6 +127,7 @@ def test_a_redirect_made_only_to_get_is_checked_before_it_is_followed(worker_set
         body = status(client, headers, job_id)
     finally:
         listener.close()
+    print(f"forbidden port ({host}): {listener.connections} connections; job {body['status']}")
     assert (body["status"], (body.get("error") or {}).get("type")) == ("failed", "redirect_not_allowed"), body
     assert str(listener.port) in body["error"]["message"]
     assert listener.connections == 0
@@ -145,6 +146,7 @@ def test_an_hls_playlist_cannot_send_a_download_elsewhere(worker_setup, hostile,
         body = status(client, headers, job_id)
     finally:
         listener.close()
+    print(f"forbidden port ({playlist}): {listener.connections} connections; job {body['status']}")
     assert body["status"] == "failed", body
     assert listener.connections == 0
     # ffmpeg sends its own header (yt-dlp gives it yt-dlp's User-Agent).
