@@ -304,7 +304,7 @@ def test_concurrent_retries_with_one_idempotency_key_enqueue_one_job(config, mak
     assert len(job_ids) == 1
     assert services.queues["express"].count == 1
     user = services.users.authenticate(headers["Authorization"].split()[1])[0]
-    assert services.quota.usage(user).used == 1  # the losers of the race were uncharged
+    assert services.quota.usage(user).used == 1  # charged once: the replays were never charged
 
 
 def test_status_of_a_retry_the_scheduler_is_just_enqueueing_is_pending(client, make_user, redis):
