@@ -133,6 +133,15 @@ class Forbidden(YtcaptionError):
     default_message = "This needs an admin API key."
 
 
+class CrossSiteRequest(Forbidden):
+    """A dashboard action (requeue, delete, empty, compact) whose `Origin`, or `Referer` without one, is not
+    this server: a page on another site may have made an admin's browser send it."""
+
+    code = "cross_site_request"
+    default_message = ("Dashboard actions are taken from the dashboard's own pages: this request's Origin (or "
+                       "Referer) is missing or another site's.")
+
+
 class QuotaExceeded(YtcaptionError):
     """The month's quota is used up; the body's `quota` says the limit and `resets_at`."""
 
