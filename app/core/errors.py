@@ -142,6 +142,14 @@ class CrossSiteRequest(Forbidden):
                        "Referer) is missing or another site's.")
 
 
+class MetricsClosed(Forbidden):
+    """`/metrics` on a server with neither `METRICS_TOKEN` nor `METRICS_PUBLIC=true`: its operator must choose."""
+
+    code = "metrics_closed"
+    default_message = ("/metrics is closed: the operator must set METRICS_TOKEN (and scrape with 'Authorization: "
+                       "Bearer <token>'), or METRICS_PUBLIC=true to open it to anyone who can reach the API.")
+
+
 class QuotaExceeded(YtcaptionError):
     """The month's quota is used up; the body's `quota` says the limit and `resets_at`."""
 
