@@ -19,9 +19,10 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, redirect, request
 
-from app.core.errors import CrossSiteRequest, Unauthorized
+from app.core.errors import CrossSiteRequest, JobNotFailed, NotFound, Unauthorized
 from app.core.services import SENTINEL_TIMEOUTS, TIMEOUTS
 from app.core.settings import Settings
+from app.error_handlers import error_response, unexpected
 from app.extensions import services
 
 PREFIX = "/rq"
@@ -35,6 +36,7 @@ class DashboardUnauthorized(Unauthorized):
 
 def init_app(app: Flask, settings: Settings) -> None:
     import rq_dashboard
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
     from rq_dashboard.web import setup_rq_connection
 
     app.config.update(dashboard_config(settings))
@@ -48,6 +50,16 @@ def init_app(app: Flask, settings: Settings) -> None:
             _check_admin()
             if request.method not in SAFE_METHODS or request.endpoint in actions:
                 _check_same_origin()
+
+    @app.errorhandler(NoSuchJobError)
+    @app.errorhandler(InvalidJobOperation)
+    def _dashboard_job_errors(exc: Exception):
+        """A job deleted, expired or requeued since the admin's page showed it: 404 or 409, not a 500."""
+        if request.blueprint != rq_dashboard.blueprint.name:
+            return unexpected(exc)  # the API catches these itself: one that gets here is a bug
+        if isinstance(exc, NoSuchJobError):
+            return error_response(NotFound(f"No job {request.view_args.get('job_id')!r}."))
+        return error_response(JobNotFailed())
 
     @app.get(PREFIX)
     def dashboard_without_slash():

@@ -105,6 +105,19 @@ def test_a_dashboard_action_from_its_own_pages_is_taken(client, make_user, admin
     assert emptied.get_json() == {"status": "OK"} and queue.count == 0
 
 
+def test_a_job_gone_or_not_failed_any_more_is_a_404_or_409_in_the_dashboard(client, make_user, admin_key):
+    """The admin's page may show a job another admin has since deleted or requeued."""
+    _, headers = make_user("free")
+    queued = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ").get_json()["job_id"]
+    admin = {**basic(admin_key), "Origin": "http://localhost"}
+    for method, path in (("GET", "/rq/0/view/job/gone"), ("GET", "/rq/0/data/job/gone.json"),
+                         ("POST", "/rq/job/gone/requeue")):
+        answer = client.open(path, method=method, headers=admin)
+        assert (answer.status_code, answer.get_json()) == (404, {"error": "not_found", "message": "No job 'gone'."})
+    requeued = client.post(f"/rq/job/{queued}/requeue", headers=admin)
+    assert (requeued.status_code, requeued.get_json()["error"]) == (409, "job_not_failed")
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_dashboard_renders_the_queues_in_headless_chromium(config, services, admin_key, media_server, make_user):

@@ -179,6 +179,14 @@ class JobAlreadyFinished(YtcaptionError):
     code = "job_finished"
 
 
+class JobNotFailed(YtcaptionError):
+    """A dashboard requeue of a job that is not (or no longer) failed."""
+
+    status = 409
+    code = "job_not_failed"
+    default_message = "Only a failed job can be requeued; this one is not (or no longer) failed."
+
+
 class ServiceUnavailable(YtcaptionError):
     """Redis is unreachable; retry after `Retry-After` seconds."""
 
