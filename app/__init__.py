@@ -29,7 +29,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(settings.log_level)
 
     extensions.init_app(app, settings)
-    metrics.init_app(app, app.extensions["ytcaption"].redis, settings.metrics_token)
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    metrics.init_app(app, app.extensions["ytcaption"].redis, metrics_token, public=settings.metrics_public)
     error_handlers.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

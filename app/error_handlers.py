@@ -65,13 +65,14 @@ def _redis_full(exc: OutOfMemoryError):
 
 def _redis_refuses(exc: ResponseError):
     if not any(word in str(exc) for word in _REFUSED_FOR_NOW):
-        return _unexpected(exc)
+        return unexpected(exc)
     log.warning("Redis refuses writes: %s", exc)
     return error_response(ServiceUnavailable("The job store refuses writes for now (too few replicas, or a "
                                              "failover under way); try again shortly."))
 
 
-def _unexpected(exc: Exception):
+def unexpected(exc: Exception):
+    """A bug: 500 ``internal_error``, the traceback in the log only."""
     log.exception("Unhandled error")
     return error_response(YtcaptionError())
 
@@ -93,4 +94,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(RedisTimeoutError, _redis_down)
     app.register_error_handler(OutOfMemoryError, _redis_full)
     app.register_error_handler(ResponseError, _redis_refuses)
-    app.register_error_handler(Exception, _unexpected)
+    app.register_error_handler(Exception, unexpected)

@@ -26,7 +26,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from app.core import stats
-from app.core.errors import Unauthorized
+from app.core.errors import MetricsClosed, Unauthorized
 from app.core.jobs import QUEUE_NAMES
 from app.openapi import operation
 
@@ -95,8 +95,9 @@ class JobCollector(Collector):
         yield workers
 
 
-def init_app(app: Flask, connection: Redis, token: str | None) -> None:
-    """Count HTTP requests and serve ``/metrics`` (behind ``METRICS_TOKEN`` when it is set)."""
+def init_app(app: Flask, connection: Redis, token: str | None, public: bool = False) -> None:
+    """Count HTTP requests and serve ``/metrics``: to ``Authorization: Bearer <token>`` only, or to anyone
+    if ``public``; with neither, to no one (``403 metrics_closed`` names the two settings)."""
     from prometheus_flask_exporter import PrometheusMetrics
 
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -106,13 +107,18 @@ def init_app(app: Flask, connection: Redis, token: str | None) -> None:
     jobs = JobCollector(connection)
 
     @app.get("/metrics")
-    @operation("Prometheus metrics", {200: {"text/plain": str}}, errors=(401, 503), authenticated=False)
+    @operation("Prometheus metrics (with METRICS_TOKEN as a bearer token)", {200: {"text/plain": str}},
+               errors=(401, 403, 503), authenticated=False,
+               error_text={401: "Not METRICS_TOKEN", 403: "Closed: neither METRICS_TOKEN nor METRICS_PUBLIC is set"})
     def metrics():
-        """Job and HTTP metrics in Prometheus's text format; with `METRICS_TOKEN` set, send it as a bearer token."""
+        """Job and HTTP metrics in Prometheus's text format. Send `Authorization: Bearer <METRICS_TOKEN>`; a
+        server with `METRICS_PUBLIC=true` answers anyone, one with neither setting no one."""
         if token:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
                 raise Unauthorized("/metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.")
+        elif not public:
+            raise MetricsClosed()
         registry = CollectorRegistry()
         if multiprocess_dir:
             from prometheus_client import multiprocess

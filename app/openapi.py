@@ -46,14 +46,17 @@ class Operation:
     errors: tuple[int, ...] = ()
     parameters: tuple[Parameter, ...] = ()
     authenticated: bool = True
+    #: status -> what an error means here, where it is not what it means everywhere (``_ERROR_TEXT``)
+    error_text: dict[int, str] = field(default_factory=dict)
 
 
 def operation(summary: str, responses: dict, *, body: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
-              parameters: tuple[Parameter, ...] = (), authenticated: bool = True) -> Callable:
+              parameters: tuple[Parameter, ...] = (), authenticated: bool = True,
+              error_text: dict[int, str] | None = None) -> Callable:
     """Describe a view for the OpenAPI document (its docstring becomes the description)."""
 
     def describe(view: Callable) -> Callable:
-        view.openapi = Operation(summary, responses, body, errors, parameters, authenticated)
+        view.openapi = Operation(summary, responses, body, errors, parameters, authenticated, error_text or {})
         return view
 
     return describe
@@ -117,7 +120,7 @@ def _operation(view: Callable, arguments: set[str]) -> dict[str, Any]:
     if spec.body is not None:
         errors |= set(BODY_ERRORS)
     for status in sorted(errors):
-        responses[str(status)] = {"description": _ERROR_TEXT[status],
+        responses[str(status)] = {"description": spec.error_text.get(status, _ERROR_TEXT[status]),
                                   "content": {"application/json": {"schema": _ref(schemas.Error)}}}
     document["responses"] = responses
     if not spec.authenticated:

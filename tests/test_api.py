@@ -1,11 +1,15 @@
 """The HTTP API through Flask's test client, against the real Redis."""
 
+import http.client
+import json
+
 import pytest
 from rq.job import Job
 
 from app import create_app
+from app.api import MAX_BODY_BYTES
 from app.core.redis_server import free_port
-from tests.helpers import status, submit
+from tests.helpers import start_api, status, stop_process, submit
 
 YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
 
@@ -149,6 +153,39 @@ def test_body_too_large_gives_413(client, make_user):
                                    "message": "The request body is larger than 64 KiB, the most accepted here."}
 
 
+def post_chunked(port: int, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
+    """POST ``body`` with ``Transfer-Encoding: chunked`` (8 KiB chunks, no Content-Length) over a real socket."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        chunks = (body[offset:offset + 8192] for offset in range(0, len(body), 8192))
+        connection.request("POST", path, body=chunks, encode_chunked=True,
+                           headers={**headers, "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_over_the_limit_gives_413_under_gunicorn(make_user):
+    """gunicorn passes a chunked body on without a length; Werkzeug stops reading it at the limit,
+    which once made a body too large look like JSON cut short (400 invalid_json)."""
+    _, headers = make_user("pro")
+    exact = json.dumps({"youtube_url": YOUTUBE}).encode().ljust(MAX_BODY_BYTES)  # spaces: still one JSON object
+    port = free_port()
+    api = start_api(port)
+    try:
+        answers = {size: post_chunked(port, "/api/v1/transcribe/async/submit", headers, exact.ljust(size))
+                   for size in (MAX_BODY_BYTES, MAX_BODY_BYTES + 1, 2 * MAX_BODY_BYTES)}
+        batch = post_chunked(port, "/api/v1/transcribe/async/batch", headers,
+                             json.dumps({"videos": [{"youtube_url": YOUTUBE}]}).encode().ljust(MAX_BODY_BYTES + 1))
+    finally:
+        stop_process(api)
+    assert answers[MAX_BODY_BYTES][0] == 202, answers[MAX_BODY_BYTES]
+    too_large = (413, {"error": "request_entity_too_large",
+                       "message": "The request body is larger than 64 KiB, the most accepted here."})
+    assert answers[MAX_BODY_BYTES + 1] == answers[2 * MAX_BODY_BYTES] == batch == too_large
+
+
 @pytest.mark.parametrize("allowed, words", [
     ("", "only YouTube URLs are accepted here."),
     ("media.example.com", "only YouTube URLs and URLs on the hosts this server allows are accepted here."),
@@ -267,7 +304,7 @@ def test_concurrent_retries_with_one_idempotency_key_enqueue_one_job(config, mak
     assert len(job_ids) == 1
     assert services.queues["express"].count == 1
     user = services.users.authenticate(headers["Authorization"].split()[1])[0]
-    assert services.quota.usage(user).used == 1  # the losers of the race were uncharged
+    assert services.quota.usage(user).used == 1  # charged once: the replays were never charged
 
 
 def test_status_of_a_retry_the_scheduler_is_just_enqueueing_is_pending(client, make_user, redis):

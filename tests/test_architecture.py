@@ -81,7 +81,7 @@ def test_the_api_loads_no_ml_stack(config):
     loaded = loaded_after(
         "from app import create_app\n"
         "import app.cli, app.stack\n"
-        "client = create_app().test_client()\n"
+        "client = create_app({'METRICS_PUBLIC': 'true'}).test_client()\n"
         "assert client.get('/readyz').status_code == 200\n"
         "key = client.application.extensions['ytcaption'].users.create('arch@example.com', 'pro')[1]\n"
         "headers = {'Authorization': 'Bearer ' + key}\n"

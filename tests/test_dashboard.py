@@ -59,6 +59,65 @@ def test_a_cancelled_job_is_canceled_in_the_dashboard_too(client, make_user, adm
     assert failed["jobs"] == []
 
 
+#: The routes of rq-dashboard 0.9 that change something, and the methods they take.
+ACTIONS = [("POST", "/rq/queue/standard/queued/empty"), ("POST", "/rq/queue/standard/compact"),
+           ("POST", "/rq/job/{job_id}/delete"), ("POST", "/rq/job/{job_id}/requeue"),
+           ("POST", "/rq/requeue/standard"), ("GET", "/rq/requeue/standard")]
+#: Those that only read: every other route, so that one a new rq-dashboard adds is looked at.
+READS = {"queues_overview", "workers_overview", "jobs_overview", "job_view", "list_queues", "list_jobs", "job_info",
+         "list_workers", "favicon", "static"}
+
+
+def test_every_dashboard_route_either_only_reads_or_is_an_action(app):
+    from app.dashboard import action_endpoints
+
+    endpoints = {rule.endpoint.removeprefix("rq_dashboard.") for rule in app.url_map.iter_rules()
+                 if rule.endpoint.startswith("rq_dashboard.")}
+    actions = {endpoint.removeprefix("rq_dashboard.") for endpoint in action_endpoints(app, "rq_dashboard")}
+    assert actions == {"delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"}
+    assert endpoints - actions == READS
+
+
+@pytest.mark.parametrize("method, path", ACTIONS)
+def test_a_dashboard_action_from_another_site_is_refused(client, make_user, admin_key, services, method, path):
+    """An admin's browser sends its Basic credentials with a request a page on another site makes:
+    an action needs an Origin (or, without one, a Referer) naming this server."""
+    _, headers = make_user("free")
+    job_id = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ").get_json()["job_id"]
+    queue = services.queues["standard"]
+    for foreign in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {},
+                    {"Referer": "http://evil.example/rq/"}, {"Origin": "http://localhost.evil.example"},
+                    {"Origin": "http://evil.example", "Referer": "http://localhost/rq/"}):
+        answer = client.open(path.format(job_id=job_id), method=method, headers={**basic(admin_key), **foreign})
+        assert answer.status_code == 403, foreign
+        assert answer.get_json()["error"] == "cross_site_request"
+    assert queue.get_job_ids() == [job_id] and queue.fetch_job(job_id) is not None
+
+
+def test_a_dashboard_action_from_its_own_pages_is_taken(client, make_user, admin_key, services):
+    _, headers = make_user("free")
+    first, second = (submit(client, headers, "https://youtu.be/dQw4w9WgXcQ").get_json()["job_id"] for _ in range(2))
+    queue = services.queues["standard"]
+    deleted = client.post(f"/rq/job/{first}/delete", headers={**basic(admin_key), "Origin": "http://localhost"})
+    assert deleted.get_json() == {"status": "OK"} and queue.get_job_ids() == [second]
+    emptied = client.post("/rq/queue/standard/queued/empty",
+                          headers={**basic(admin_key), "Referer": "http://localhost/rq/0/view/jobs"})
+    assert emptied.get_json() == {"status": "OK"} and queue.count == 0
+
+
+def test_a_job_gone_or_not_failed_any_more_is_a_404_or_409_in_the_dashboard(client, make_user, admin_key):
+    """The admin's page may show a job another admin has since deleted or requeued."""
+    _, headers = make_user("free")
+    queued = submit(client, headers, "https://youtu.be/dQw4w9WgXcQ").get_json()["job_id"]
+    admin = {**basic(admin_key), "Origin": "http://localhost"}
+    for method, path in (("GET", "/rq/0/view/job/gone"), ("GET", "/rq/0/data/job/gone.json"),
+                         ("POST", "/rq/job/gone/requeue")):
+        answer = client.open(path, method=method, headers=admin)
+        assert (answer.status_code, answer.get_json()) == (404, {"error": "not_found", "message": "No job 'gone'."})
+    requeued = client.post(f"/rq/job/{queued}/requeue", headers=admin)
+    assert (requeued.status_code, requeued.get_json()["error"]) == (409, "job_not_failed")
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_dashboard_renders_the_queues_in_headless_chromium(config, services, admin_key, media_server, make_user):
@@ -98,6 +157,24 @@ def test_dashboard_renders_the_queues_in_headless_chromium(config, services, adm
                 assert typed.goto(f"http://admin:{admin_key}@127.0.0.1:{port}/rq").status == 200
                 assert typed.url.endswith(f"127.0.0.1:{port}/rq/")
                 typed.wait_for_selector("text=express", timeout=15_000)
+
+                # The dashboard's own button works: its script POSTs, and Chromium sends the Origin.
+                page.goto(f"http://127.0.0.1:{port}/rq/0/view/jobs/standard/queued/8/asc/1")
+                page.click("#empty-btn")
+                empty_url = f"http://127.0.0.1:{port}/rq/queue/standard/queued/empty"
+                with page.expect_response(empty_url) as emptied:
+                    page.click("#confirmation-modal-yes")
+                assert emptied.value.status == 200 and services.queues["standard"].count == 0
+
+                # A page on another origin (the media server's port) whose form POSTs to the dashboard,
+                # in the browser that holds the admin's credentials: refused, the queue kept.
+                target = f"http://127.0.0.1:{port}/rq/queue/batch/queued/empty"
+                media_server.add("csrf.html", f'<form method="post" action="{target}"></form>'
+                                              '<script>document.forms[0].submit()</script>'.encode())
+                with page.expect_navigation(url=target) as attacked:
+                    page.goto(media_server.url("csrf.html"))
+                assert attacked.value.status == 403 and "cross_site_request" in page.inner_text("body")
+                assert services.queues["batch"].count == 1
             finally:
                 browser.close()
     finally:

@@ -7,8 +7,17 @@ from app.core.redis_server import free_port
 from tests.helpers import http, start_api, status, stop_process, submit
 
 
+TOKEN = "scrape-token-0123456789"
+
+
+@pytest.fixture
+def metrics_token(monkeypatch):
+    """The API these tests start reads METRICS_TOKEN from the environment; scrape() sends it, as Prometheus would."""
+    monkeypatch.setenv("METRICS_TOKEN", TOKEN)
+
+
 def scrape(url: str, headers: dict | None = None) -> dict[tuple[str, tuple], float]:
-    code, _, text = http("GET", url + "/metrics", headers)
+    code, _, text = http("GET", url + "/metrics", headers or {"Authorization": f"Bearer {TOKEN}"})
     assert code == 200, text
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -17,7 +26,7 @@ def scrape(url: str, headers: dict | None = None) -> dict[tuple[str, tuple], flo
     return samples
 
 
-def test_metrics_after_known_activity(client, make_user, media_server, run_worker, services, config):
+def test_metrics_after_known_activity(client, make_user, media_server, run_worker, services, config, metrics_token):
     _, pro = make_user("pro")
     _, free = make_user("free")
     done = [submit(client, pro, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(2)]
@@ -64,7 +73,7 @@ def test_metrics_after_known_activity(client, make_user, media_server, run_worke
                if name == "flask_http_request_total" and ("status", "200") in labels) >= 20
 
 
-def test_active_workers_are_counted_per_queue(config, redis):
+def test_active_workers_are_counted_per_queue(config, redis, metrics_token):
     from tests.helpers import start_worker
 
     port = free_port()
@@ -79,10 +88,49 @@ def test_active_workers_are_counted_per_queue(config, redis):
     assert samples[("ytcaption_active_workers", (("queue", "standard"),))] == 0
 
 
-@pytest.mark.parametrize("headers, code", [({}, 401), ({"Authorization": "Bearer wrong"}, 401),
-                                           ({"Authorization": "Bearer s3cret"}, 200)])
-def test_metrics_can_require_a_token(config, headers, code):
+@pytest.mark.parametrize("settings, headers, code", [
+    ({"METRICS_TOKEN": "s3cret"}, {}, 401),
+    ({"METRICS_TOKEN": "s3cret"}, {"Authorization": "Bearer wrong"}, 401),
+    ({"METRICS_TOKEN": "s3cret"}, {"Authorization": "Basic s3cret"}, 401),
+    ({"METRICS_TOKEN": "s3cret"}, {"Authorization": "Bearer s3cret"}, 200),
+    ({"METRICS_PUBLIC": "true"}, {}, 200),
+    ({"METRICS_PUBLIC": "false"}, {"Authorization": "Bearer anything"}, 403),
+])
+def test_metrics_answer_the_token_or_anyone_when_public(config, settings, headers, code):
     from app import create_app
 
-    client = create_app({**config, "METRICS_TOKEN": "s3cret"}).test_client()
-    assert client.get("/metrics", headers=headers).status_code == code
+    answer = create_app({**config, **settings}).test_client().get("/metrics", headers=headers)
+    assert answer.status_code == code
+    if code == 401:
+        assert answer.get_json()["error"] == "unauthorized" and answer.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_metrics_are_closed_until_the_operator_sets_a_token_or_opens_them(config):
+    """Unset, /metrics used to be open to anyone who could reach the API; now it says what to set."""
+    from app import create_app
+
+    answer = create_app(config).test_client().get("/metrics")
+    assert (answer.status_code, answer.get_json()) == (403, {
+        "error": "metrics_closed",
+        "message": "/metrics is closed: the operator must set METRICS_TOKEN (and scrape with 'Authorization: "
+                   "Bearer <token>'), or METRICS_PUBLIC=true to open it to anyone who can reach the API."})
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"METRICS_TOKEN": "s3cret", "METRICS_PUBLIC": "true"}, "METRICS_TOKEN and METRICS_PUBLIC=true are both set"),
+    ({"METRICS_TOKEN": "  "}, "METRICS_TOKEN is blank"),
+])
+def test_contradictory_or_blank_metrics_settings_stop_the_start(settings, words):
+    from app.core.errors import ConfigurationError
+    from app.core.settings import Settings
+
+    with pytest.raises(ConfigurationError, match=words):
+        Settings.load(settings)
+
+
+def test_the_metrics_token_is_a_secret():
+    from app.core.settings import Settings
+
+    settings = Settings.load({"METRICS_TOKEN": "s3cret"})
+    assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
+    assert settings.to_environ()["METRICS_TOKEN"] == "s3cret"  # passed on to the API that `ytcaption up` starts

@@ -32,7 +32,7 @@ def api(tmp_path_factory):
     """gunicorn serving the API on its own Redis, and an admin's key (it may call every operation)."""
     redis = RedisServer(tmp_path_factory.mktemp("openapi-redis"), port=free_port(), persistent=False)
     redis.start()
-    env = {**os.environ, "REDIS_URL": redis.url, "RATE_LIMIT_ENTERPRISE": "1000000"}
+    env = {**os.environ, "REDIS_URL": redis.url, "RATE_LIMIT_ENTERPRISE": "1000000", "METRICS_PUBLIC": "true"}
     services = Services.from_settings(Settings.load({"REDIS_URL": redis.url}))
     key = services.users.create("openapi@example.com", "enterprise", role="admin")[1]
     port = free_port()

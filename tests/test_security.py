@@ -57,6 +57,37 @@ def test_exactly_the_remaining_quota_is_accepted_under_100_concurrent_submits(co
     assert services.quota.usage(user).used == 10
 
 
+def test_twenty_concurrent_replays_with_the_last_unit_left_all_name_the_one_job(config, services):
+    """The same keyed submit 20 times at once over real HTTP (gunicorn, 2 processes), with 1 job left:
+    one job, one unit charged, and all 20 answers 202 with its id. A replay is neither charged nor
+    refused at the quota edge (it once was: the first request charged the unit before it claimed
+    the key, and a copy that looked in between got 429). Five users, five bursts."""
+    port = free_port()
+    api = start_api(port)
+    url = f"http://127.0.0.1:{port}/api/v1/transcribe/async/submit"
+    bursts = []
+    try:
+        for number in range(5):
+            user = services.users.create(f"edge{number}@example.com", "enterprise", quota=1)[0]
+            headers = {"Authorization": f"Bearer {services.users.issue_key(user.id)}", "Idempotency-Key": "retry-1"}
+            barrier = threading.Barrier(20)
+
+            def send(_, headers=headers, barrier=barrier):
+                barrier.wait()
+                return http("POST", url, headers, {"youtube_url": YOUTUBE})
+
+            with ThreadPoolExecutor(20) as pool:
+                bursts.append((user, list(pool.map(send, range(20)))))
+    finally:
+        stop_process(api)
+    for user, answers in bursts:
+        assert [code for code, _, _ in answers] == [202] * 20, [text for code, _, text in answers if code != 202]
+        assert len({json.loads(text)["job_id"] for _, _, text in answers}) == 1
+        assert sorted(headers["Idempotent-Replayed"] for _, headers, _ in answers) == ["false"] + ["true"] * 19
+        assert services.quota.usage(user).used == 1
+    assert services.queues["express"].count == 5
+
+
 def test_quota_headers_and_me(make_client):
     client = make_client(QUOTA_FREE="5")
     _, headers = new_user(client)

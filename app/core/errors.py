@@ -133,6 +133,23 @@ class Forbidden(YtcaptionError):
     default_message = "This needs an admin API key."
 
 
+class CrossSiteRequest(Forbidden):
+    """A dashboard action (requeue, delete, empty, compact) whose `Origin`, or `Referer` without one, is not
+    this server: a page on another site may have made an admin's browser send it."""
+
+    code = "cross_site_request"
+    default_message = ("Dashboard actions are taken from the dashboard's own pages: this request's Origin (or "
+                       "Referer) is missing or another site's.")
+
+
+class MetricsClosed(Forbidden):
+    """`/metrics` on a server with neither `METRICS_TOKEN` nor `METRICS_PUBLIC=true`: its operator must choose."""
+
+    code = "metrics_closed"
+    default_message = ("/metrics is closed: the operator must set METRICS_TOKEN (and scrape with 'Authorization: "
+                       "Bearer <token>'), or METRICS_PUBLIC=true to open it to anyone who can reach the API.")
+
+
 class QuotaExceeded(YtcaptionError):
     """The month's quota is used up; the body's `quota` says the limit and `resets_at`."""
 
@@ -160,6 +177,14 @@ class JobAlreadyFinished(YtcaptionError):
 
     status = 409
     code = "job_finished"
+
+
+class JobNotFailed(YtcaptionError):
+    """A dashboard requeue of a job that is not (or no longer) failed."""
+
+    status = 409
+    code = "job_not_failed"
+    default_message = "Only a failed job can be requeued; this one is not (or no longer) failed."
 
 
 class ServiceUnavailable(YtcaptionError):

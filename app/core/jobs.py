@@ -16,6 +16,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from redis import Redis
@@ -129,9 +130,11 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                          ledger: QuotaLedger, idempotency_key: str | None = None) -> Submission:
     """Charge the user's quota and enqueue, at most once per ``idempotency_key``.
 
-    With a key, claiming it and enqueueing happen in one Redis transaction, so concurrent
-    retries cannot both enqueue; a replay returns the first job and charges nothing. The key
-    is remembered per user for ``RESULT_TTL``.
+    With a key, looking it up, charging the quota, claiming the key and enqueueing are one Redis
+    transaction (WATCH of the key and of the user's usage, then MULTI/EXEC), so concurrent retries
+    cannot both enqueue, and a replay, even one racing the first request for the last unit of
+    quota, returns the first job: it is neither charged nor refused. The key is remembered per
+    user for ``RESULT_TTL``.
 
     Raises:
         QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
@@ -152,8 +155,12 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
         [request.video.url, request.language, request.model, queue.name]).encode()).hexdigest()
     with connection.pipeline() as pipe:
         while True:
-            pipe.watch(claim)
-            if existing := pipe.get(claim):
+            moment = datetime.now(timezone.utc)
+            usage = ledger.usage_key(user, moment)
+            pipe.watch(claim, usage)
+            # One read of both: the claim and the charge of the request that made it are written together.
+            existing, used = pipe.mget(claim, usage)
+            if existing:
                 record = json.loads(existing)
                 if record["fingerprint"] != fingerprint:
                     pipe.reset()
@@ -164,17 +171,16 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     return Submission(job, ledger.usage(user), replayed=True)
                 except NoSuchJobError:
                     pass  # the job record expired: accept the request anew
+            pipe.multi()
+            quota = ledger.charge_in(pipe, user, used, moment)  # or QuotaExceeded: the with block resets pipe
+            job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+            pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
+            accept(pipe, job.id)
+            record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
             try:
-                with ledger.charged(user) as quota:
-                    pipe.multi()
-                    job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
-                    pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}),
-                             ex=settings.result_ttl)
-                    accept(pipe, job.id)
-                    record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
-                    pipe.execute()
+                pipe.execute()
             except WatchError:
-                continue  # another request claimed the key meanwhile: look again (and replay its job)
+                continue  # the key was claimed or the user charged meanwhile: look again (and replay its job)
             return Submission(job, quota)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.client import Pipeline
 from rq.job import Job
 
 from app.core.errors import QuotaExceeded, RateLimited
@@ -106,11 +107,26 @@ class QuotaLedger:
                                      args=[limit, _USAGE_TTL, jobs])
         quota = Quota(limit, int(used), period_of(moment), period_end(moment))
         if not allowed:
-            raise QuotaExceeded(
-                f"The monthly quota of {limit} jobs has {quota.remaining} left, {jobs} asked; "
-                f"it resets at {iso(quota.resets_at)}.",
-                headers=quota.headers(), details={"quota": quota.document()})
+            raise _exceeded(quota, jobs)
         return quota
+
+    @staticmethod
+    def usage_key(user: User, moment: datetime) -> str:
+        """The Redis key counting ``user``'s jobs in the month of ``moment``."""
+        return _USAGE.format(user.id, period_of(moment))
+
+    def charge_in(self, transaction: Pipeline, user: User, used: bytes | str | None, moment: datetime,
+                  jobs: int = 1) -> Quota:
+        """Count ``jobs`` in ``transaction`` (a MULTI under WATCH of ``usage_key``, whose value was ``used``),
+        or raise ``QuotaExceeded``: the transaction fails if anything else charged the user meanwhile."""
+        limit = self.limit_for(user)
+        quota = Quota(limit, int(used or 0), period_of(moment), period_end(moment))
+        if quota.used + jobs > limit:
+            raise _exceeded(quota, jobs)
+        key = self.usage_key(user, moment)
+        transaction.incrby(key, jobs)
+        transaction.expire(key, _USAGE_TTL)
+        return Quota(limit, quota.used + jobs, quota.period, quota.resets_at)
 
     @contextmanager
     def charged(self, user: User, jobs: int = 1) -> Iterator[Quota]:
@@ -126,6 +142,13 @@ class QuotaLedger:
     def uncharge(self, user_id: str, period: str, jobs: int = 1) -> None:
         """Undo a charge whose jobs were never enqueued."""
         self._uncharge(keys=[_USAGE.format(user_id, period)], args=[jobs])
+
+
+def _exceeded(quota: Quota, jobs: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"The monthly quota of {quota.limit} jobs has {quota.remaining} left, {jobs} asked; "
+        f"it resets at {iso(quota.resets_at)}.",
+        headers=quota.headers(), details={"quota": quota.document()})
 
 
 def refund(connection: Redis, job: Job) -> bool:

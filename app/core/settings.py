@@ -165,9 +165,13 @@ class Settings(BaseSettings):
     transcript_ttl: PositiveInt = Field(2592000, description="Seconds a transcript is kept (30 days).")
 
     # --- operations ----------------------------------------------------------------------------
-    metrics_token: str | None = Field(None, description=(
-        "If set, `/metrics` needs `Authorization: Bearer <token>`; unset, `/metrics` is open (keep it off the "
-        "public internet)."))
+    metrics_token: SecretStr | None = Field(None, description=(
+        "`/metrics` answers only `Authorization: Bearer <this token>` (`401` otherwise; give it to Prometheus as "
+        "the scrape's `authorization.credentials`). With neither this nor `METRICS_PUBLIC`, `/metrics` answers "
+        "`403 metrics_closed`."))
+    metrics_public: bool = Field(False, description=(
+        "`true` opens `/metrics` to anyone who can reach the API, without a token: only where the network "
+        "keeps it private. Not together with `METRICS_TOKEN`."))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "`DEBUG`, `INFO`, `WARNING` or `ERROR`."))
 
@@ -190,7 +194,7 @@ class Settings(BaseSettings):
             _host_and_port(entry)
         return sentinels
 
-    @field_serializer("redis_sentinel_password", "redis_password", when_used="json")
+    @field_serializer("redis_sentinel_password", "redis_password", "metrics_token", when_used="json")
     def _hide_secrets(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         """``**********`` in any JSON dump, unless it is for a child process (``to_json``, ``to_environ``)."""
         if value is None:
@@ -214,6 +218,15 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL and REDIS_SENTINELS are both set: set REDIS_URL for one Redis, or "
                              "REDIS_SENTINELS (and REDIS_SENTINEL_MASTER) for a master the Sentinels follow, "
                              "not both")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_access(self) -> Settings:
+        if self.metrics_token is not None and self.metrics_public:
+            raise ValueError("METRICS_TOKEN and METRICS_PUBLIC=true are both set: set METRICS_TOKEN for a /metrics "
+                             "that answers only that token, or METRICS_PUBLIC=true for one open to all, not both")
+        if self.metrics_token is not None and not self.metrics_token.get_secret_value().strip():
+            raise ValueError("METRICS_TOKEN is blank: set a token (e.g. `openssl rand -hex 32`), or unset it")
         return self
 
     # --- reading and passing on ------------------------------------------------------------------
