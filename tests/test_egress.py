@@ -65,6 +65,10 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET()
 
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(200, body[::-1])
+
     def do_GET(self):
         self.server.seen.append((self.path, self.headers))
         forbidden = self.server.forbidden
@@ -213,3 +217,20 @@ def test_https_goes_through_a_checked_tunnel(hostile):
     assert listener.connections == 0
     assert [path for path, _ in hostile.seen] == ["/segment.ts"]
     assert [target for target, _ in proxy.refused] == [f"https://127.0.0.1:{listener.port}/", f"https://localhost:{port}/"]
+
+
+def test_the_proxy_forwards_a_request_body_and_says_it_closes(hostile):
+    """Some extractors POST: the body goes up before the answer comes back, and the client learns
+    that the connection closes after the answer (one request per connection)."""
+    import urllib.request
+
+    from workers.egress import EgressProxy
+
+    port = hostile.server_address[1]
+    with EgressProxy([f"127.0.0.1:{port}"]) as proxy:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url}))
+        body = bytes(range(256)) * 1000
+        with opener.open(urllib.request.Request(f"http://127.0.0.1:{port}/echo", data=body), timeout=10) as answer:
+            assert answer.read() == body[::-1]
+            assert answer.headers["Connection"] == "close"
+    assert proxy.refused == []

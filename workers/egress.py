@@ -106,7 +106,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.connection.settimeout(IDLE_TIMEOUT)
         try:
-            method, target, head = self._read_head()
+            method, target, head, body_length = self._read_head()
         except (OSError, ValueError):
             return self._answer(400, "Bad request")
         proxy = self.server.proxy
@@ -124,9 +124,11 @@ class _Handler(socketserver.StreamRequestHandler):
         except BadRequest as exc:
             proxy.refuse(url, exc.message)
             return self._answer(403, f"Refused by the URL policy: {exc.message}")
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:
             proxy.refuse(url, str(exc))
-            return self._answer(502, f"Cannot fetch {target!r}: {exc}")
+            return self._answer(400, f"Cannot fetch {target!r}: {exc}")
+        except OSError as exc:  # DNS: for the downloader to report (and the job to retry)
+            return self._answer(502, f"Cannot resolve {parts.hostname!r}: {exc}")
         upstream = _connect(addresses, port_number)
         if upstream is None:
             return self._answer(502, f"Cannot connect to {parts.hostname}:{port_number}")
@@ -136,15 +138,22 @@ class _Handler(socketserver.StreamRequestHandler):
             else:
                 path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
                 upstream.sendall(f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + head)
+                while body_length > 0:  # a body goes up before the answer comes back
+                    chunk = self.connection.recv(min(body_length, 65536))
+                    if not chunk:
+                        return
+                    upstream.sendall(chunk)
+                    body_length -= len(chunk)
                 if not _forward_answer_head(upstream, self.connection, proxy):
                     return
             _pipe(self.connection, upstream, proxy)
 
-    def _read_head(self) -> tuple[str, str, bytes]:
-        """The request line's method and target, and the headers to send on (hop-by-hop ones dropped)."""
+    def _read_head(self) -> tuple[str, str, bytes, int]:
+        """The request line's method and target, the headers to send on (hop-by-hop ones dropped) and
+        the length of the body. Downloaders send no chunked bodies: one is refused (``ValueError``)."""
         line = self.rfile.readline(8192).decode("latin-1")
         method, target, _version = line.split()
-        headers, size = [], len(line)
+        headers, size, body_length = [], len(line), 0
         while True:
             header = self.rfile.readline(8192)
             size += len(header)
@@ -152,11 +161,16 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise ValueError("request head too large")
             if header in (b"\r\n", b"\n", b""):
                 break
-            name = header.split(b":", 1)[0].strip().lower().decode("latin-1")
+            name, _, value = header.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "transfer-encoding":
+                raise ValueError("chunked request bodies are not forwarded")
+            if name == "content-length":
+                body_length = int(value.strip())
             if name not in _HOP_BY_HOP:
                 headers.append(header)
         headers.append(b"Connection: close\r\n\r\n")
-        return method.upper(), target, b"".join(headers)
+        return method.upper(), target, b"".join(headers), body_length
 
     def _answer(self, status: int, text: str) -> None:
         reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
