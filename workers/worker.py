@@ -82,7 +82,10 @@ class TranscriptionWorker(HerokuWorker):
 
     # Why: RQ has no hook around a job in the worker. Before the job: claim it on the fetched list
     # (a worker that was frozen may find it given to another), and restart the engine host if it
-    # died; after it: take it off the fetched list, and recycle the engine host once worn.
+    # died; after it: take it off the fetched list, stop the engine host if the job left a
+    # transcription running on it (cancelled, timed out, handed back, its horse killed: the host
+    # would go on for nobody, and the next job would wait for it) and start a new one, or recycle
+    # the host once worn.
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
@@ -100,7 +103,21 @@ class TranscriptionWorker(HerokuWorker):
         finally:
             release(self.connection, self.name, job.id)  # if the horse died before it started the job
             if self.engine_host is not None:
-                self.engine_host.recycle_if_worn(self.settings.engine_max_jobs, self.settings.engine_max_memory_mb)
+                if self.engine_host.stop_if_abandoned():
+                    self._restart_engine_host()
+                else:
+                    self.engine_host.recycle_if_worn(self.settings.engine_max_jobs,
+                                                     self.settings.engine_max_memory_mb)
+
+    def _restart_engine_host(self) -> None:
+        """Start the engine host again now, so that the next job does not wait for its model; not
+        when the worker is stopping (it would only be stopped again)."""
+        if self.stop_requested:
+            return
+        try:
+            self.engine_host.start()
+        except EngineUnavailable:
+            log.exception("the engine host could not be started; trying again before the next job")
 
     # Why: the job leaves the fetched list once RQ recorded its start (its started registry has it
     # from then on), as RQ takes a job off its own intermediate queue at this point.
