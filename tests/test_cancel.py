@@ -7,21 +7,16 @@ from datetime import datetime, timezone
 
 from rq.job import Job
 
+from app.core.processes import cpu_seconds
 from tests.helpers import children, start_worker, status, stop_process, submit, wait_for
 
-#: Seconds of noise in the clip that is cancelled. Whisper finds no speech in it and the engine host
-#: sends nothing while it works through it: 1 to 4 minutes of CPU here, whatever the load.
+#: Seconds of noise in the clip that is cancelled. Whisper finds no speech in it (as a rule: now and
+#: then it makes up a few words) and the engine host sends nothing while it works through it: over a
+#: minute on this 2-core machine.
 NOISE_SECONDS = 600
 #: Seconds from the cancel within which the next job must have completed: its own work (a 3 s clip)
 #: and a new engine host on a busy machine, far less than transcribing the rest of the noise.
 NEXT_JOB_DEADLINE = 45
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def engine_host_of(worker_pid: int) -> int | None:
