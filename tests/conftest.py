@@ -96,7 +96,10 @@ class MediaHandler(http.server.SimpleHTTPRequestHandler):
             if failing:
                 return self.send_error(503)
         if "delay" not in query:
-            return super().do_GET()
+            try:
+                return super().do_GET()
+            except (BrokenPipeError, ConnectionResetError):  # yt-dlp reads the start of a page, then hangs up
+                return None
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             return self.send_error(404)

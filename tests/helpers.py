@@ -103,13 +103,15 @@ def stop_process(process, sig=None, timeout: float = 30) -> int:
         return process.wait()
 
 
-def start_worker(connection, *args: str, env: dict | None = None, expect: int = 1):
-    """Start a real `ytcaption worker` process and wait until ``expect`` workers are registered."""
+def start_worker(connection, *args: str, env: dict | None = None, expect: int = 1, **popen):
+    """Start a real `ytcaption worker` process and wait until ``expect`` workers are registered.
+
+    ``popen`` goes to ``subprocess.Popen`` (e.g. ``stderr``, where the worker logs)."""
     import subprocess
 
     from rq import Worker
 
-    process = subprocess.Popen([ytcaption_command(), "worker", *args], env=env)
+    process = subprocess.Popen([ytcaption_command(), "worker", *args], env=env, **popen)
     try:
         wait_for(lambda: Worker.count(connection=connection) >= expect or process.poll() is not None,
                  timeout=120, message="the worker to register")

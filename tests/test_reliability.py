@@ -333,22 +333,70 @@ def test_a_worker_running_a_job_outlives_a_long_redis_outage(tmp_path, config, m
         server.stop()
 
 
-def test_a_second_sigterm_hands_the_job_back_at_once(make_client, media_server, redis, services):
-    client = make_client(WORKER_SHUTDOWN_GRACE="60")
+def test_a_second_sigterm_hands_the_job_back_once_and_at_once(make_client, media_server, redis, services, tmp_path):
+    """Two SIGTERMs during a job: the job goes back to the front of its queue at once, once, without
+    using an attempt, and then runs to completion once. Its horse is frozen while the two signals
+    reach it (a busy machine that does not run it for a moment), so it takes both at once."""
+    client = make_client(WORKER_SHUTDOWN_GRACE="60", JOB_RETRY_BASE="1")
+    headers = user_headers(client)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as output:
+        worker = start_worker(redis, stderr=output)
+    job_id = start_long_job(client, headers, media_server, delay=0.5)
+    attempts = Job.fetch(job_id, connection=redis).retries_left
+    horse = wait_for(lambda: horse_of(worker.pid), message="the work horse")
+    os.kill(horse, signal.SIGSTOP)
+    try:
+        worker.send_signal(signal.SIGTERM)
+        # Two SIGTERMs sent before the first is handled would arrive as one: wait until it was.
+        wait_for(lambda: log.read_bytes().count(b"killed horse pid") == 1, timeout=30,
+                 message="the worker to pass the first SIGTERM on to its horse")
+        worker.send_signal(signal.SIGTERM)
+        wait_for(lambda: log.read_bytes().count(b"killed horse pid") == 2, timeout=30,
+                 message="the worker to pass the second SIGTERM on to its horse")
+    finally:
+        os.kill(horse, signal.SIGCONT)
+    resumed = time.monotonic()
+    worker.wait(timeout=60)
+    print(f"worker exited {time.monotonic() - resumed:.1f} s after its horse took both SIGTERMs")
+    job = Job.fetch(job_id, connection=redis)
+    express = services.queues["express"]
+    assert (job.get_status(), job.retries_left) == ("queued", attempts)
+    assert express.job_ids[0] == job_id and job_id not in express.scheduled_job_registry.get_job_ids()
+    assert express.started_job_registry.count == 0
+
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5,
+                 message="the job to complete")
+    finally:
+        stop_process(worker)
+    job = Job.fetch(job_id, connection=redis)
+    assert sorted(result.type.name for result in job.results()) == ["RETRIED", "SUCCESSFUL"]
+    assert (status(client, headers, job_id)["attempt"], job.retries_left) == (1, attempts)
+    assert job_id not in express.scheduled_job_registry.get_job_ids() and express.count == 0
+
+
+def test_a_job_handing_itself_back_is_not_interrupted_again(make_client, media_server, redis, services):
+    """The second SIGTERM hands the job back while Redis takes no writes for a few seconds (the hand
+    back waits to record itself), and the grace period of the first SIGTERM ends meanwhile: the job
+    is still handed back, once, without using an attempt, not failed and scheduled for a retry."""
+    client = make_client(WORKER_SHUTDOWN_GRACE="3", JOB_RETRY_BASE="1")
     headers = user_headers(client)
     worker = start_worker(redis)
     job_id = start_long_job(client, headers, media_server, delay=0.5)
+    attempts = Job.fetch(job_id, connection=redis).retries_left
     worker.send_signal(signal.SIGTERM)
-    # Two SIGTERMs sent before the first is handled would arrive as one: wait until it was.
     wait_for(lambda: Worker.all(connection=redis)[0].shutdown_requested_date, timeout=30,
              message="the worker to take the first SIGTERM")
-    signalled = time.monotonic()
+    redis.execute_command("CLIENT", "PAUSE", 8000, "WRITE")  # past the grace period's end
     worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=30)
-    print(f"worker exited {time.monotonic() - signalled:.1f} s after the second SIGTERM")
-    body = status(client, headers, job_id)
-    assert (body["status"], body["position"], body["attempt"]) == ("pending", 0, 1)
-    assert services.queues["express"].started_job_registry.count == 0
+    assert worker.wait(timeout=60) == 0
+    job = Job.fetch(job_id, connection=redis)
+    express = services.queues["express"]
+    assert (job.get_status(), job.retries_left) == ("queued", attempts)
+    assert express.job_ids == [job_id] and express.scheduled_job_registry.count == 0
+    assert [result.type.name for result in job.results()] == ["RETRIED"]
 
 
 @pytest.mark.parametrize("when", ["loading the model", "registering with RQ"])

@@ -7,9 +7,19 @@ runtime under faster-whisper) runs a model on its own threads, and threads do no
 
 So each ``ytcaption worker`` starts this host next to it. The host loads the default model once,
 then serves one transcription at a time over a private unix socket. The work horse keeps RQ's
-guarantees (timeout, stop, crash detection) and talks to the host through ``RemoteEngine``;
-when a horse is killed, its connection closes and the host abandons that transcription at the
-next segment or progress report. If the host itself dies, the worker starts a new one before the next job.
+guarantees (timeout, stop, crash detection) and talks to the host through ``RemoteEngine``.
+If the host itself dies, the worker starts a new one before the next job.
+
+A transcription that its horse leaves before the end (the job cancelled, timed out or handed back,
+the horse killed) is stopped at once: once the horse is gone, its worker kills the host and starts
+a new one (``EngineHost.stop_if_abandoned``). Why not let the host stop it? CTranslate2 decodes a
+30-second window in one native call that nothing interrupts (seconds of CPU for a window of noise,
+with its temperature fallbacks), and a window in which Whisper finds no speech sends nothing, so the
+host would not even notice the closed connection before the audio's end: the worker's next job
+waited for it (59 to 72 s after cancelling 90 s of noise). A new host costs a model load (about a
+second for the bundled model). The horse marks the transcription it waits for until it receives
+its end (``RemoteEngine.in_flight``), so the worker knows whether one was left, without asking the
+busy host.
 
 Protocol (``multiprocessing.connection`` messages): the client sends
 ``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
@@ -52,6 +62,8 @@ class RemoteEngine:
 
     def __init__(self, address: str) -> None:
         self.address = address
+        #: Present while a transcription is asked for and its end (result or error) not yet received.
+        self.in_flight = Path(address).with_name("transcribing")
 
     def _connect(self) -> Connection:
         try:
@@ -77,6 +89,12 @@ class RemoteEngine:
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
     ) -> Transcript:
+        # Marked before the request and cleared only once its end is received: a horse that leaves
+        # before (killed, or an exception raised in it) leaves the mark for its worker to see.
+        try:
+            self.in_flight.write_text(os.environ.get("RQ_JOB_ID") or "")
+        except OSError as exc:  # the host's directory is gone: its worker is stopping
+            raise EngineUnavailable(f"The engine host is not reachable: {exc}.") from exc
         with self._connect() as conn:
             conn.send({"op": "transcribe", "path": path, "language": language, "model": model,
                        "max_duration": max_duration, "job_id": os.environ.get("RQ_JOB_ID")})
@@ -96,10 +114,12 @@ class RemoteEngine:
                     if on_progress:
                         on_progress(message["fraction"])
                 elif event == "done":
+                    self.in_flight.unlink(missing_ok=True)
                     return Transcript(language=message["language"], duration=message["duration"],
                                       model=message["model"], segments=segments,
                                       model_load_seconds=message["model_load_seconds"])
                 else:
+                    self.in_flight.unlink(missing_ok=True)
                     raise job_error(message["type"], message["message"])
 
 
@@ -120,6 +140,7 @@ class EngineHost:
         started = time.monotonic()
         if os.path.exists(self.address):
             os.unlink(self.address)  # left by a host that died
+        self.client.in_flight.unlink(missing_ok=True)  # a transcription of a host that died is no more
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.engine_host", self.address, str(os.getpid())],
             # Its own session: a Ctrl-C meant for the worker (which finishes its job first)
@@ -165,6 +186,21 @@ class EngineHost:
             log.info("recycling the engine host after %s", reason)
             self.stop(remove_socket_dir=False)
             self.start()
+
+    def stop_if_abandoned(self) -> bool:
+        """Kill the host if the last job left a transcription on it unfinished; say whether it did.
+
+        Called once the job's horse is gone: the host may still be transcribing for nobody, and
+        would hold the worker's next job until the audio's end (see the module's docstring).
+        """
+        try:
+            job_id = self.client.in_flight.read_text() or None
+        except FileNotFoundError:
+            return False
+        log.warning("the job left its transcription unfinished; stopping the engine host", extra={"job_id": job_id})
+        self.stop(remove_socket_dir=False)
+        self.client.in_flight.unlink(missing_ok=True)
+        return True
 
     def stop(self, remove_socket_dir: bool = True) -> None:
         """Kill the host (it has nothing to save; it ignores SIGTERM, see ``serve``)."""

@@ -14,7 +14,7 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 - ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
   worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
 
-``TranscriptionWorker`` overrides eight RQ methods; each says why. They are the only ones, and
+``TranscriptionWorker`` overrides ten RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, worker_registration
+from rq import Queue, get_current_job, worker_registration
 from rq.job import Job
 from rq.worker import HerokuWorker
 
@@ -57,6 +57,10 @@ MAINTENANCE_INTERVAL = 10
 #: Seconds after a stop request by which an idle worker must have left RQ's loop (more than the
 #: second within which RQ ignores a repeated signal).
 STOP_CHECK = 2.0
+#: The signal by which a worker tells its horse to hand its job back now (a second stop request).
+#: Not HerokuWorker's SIGRTMIN again: two SIGRTMIN that reach a horse before it ran its handler for
+#: the first are taken as one, and the job would keep its whole grace period.
+HAND_BACK_NOW = signal.SIGRTMIN + 1
 
 
 class TranscriptionWorker(HerokuWorker):
@@ -77,12 +81,17 @@ class TranscriptionWorker(HerokuWorker):
         self.stop_requested = False
         #: Set once a second stop signal told the running job to hand itself back at once.
         self.handing_back = False
+        #: In a work horse: set once ShutDownImminentException was raised in the job.
+        self.hand_back_raised = False
         #: Set by ``run`` once RQ's work loop returned.
         self.left_work_loop = False
 
     # Why: RQ has no hook around a job in the worker. Before the job: claim it on the fetched list
     # (a worker that was frozen may find it given to another), and restart the engine host if it
-    # died; after it: take it off the fetched list, and recycle the engine host once worn.
+    # died; after it: take it off the fetched list, stop the engine host if the job left a
+    # transcription running on it (cancelled, timed out, handed back, its horse killed: the host
+    # would go on for nobody, and the next job would wait for it) and start a new one, or recycle
+    # the host once worn.
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
@@ -100,7 +109,21 @@ class TranscriptionWorker(HerokuWorker):
         finally:
             release(self.connection, self.name, job.id)  # if the horse died before it started the job
             if self.engine_host is not None:
-                self.engine_host.recycle_if_worn(self.settings.engine_max_jobs, self.settings.engine_max_memory_mb)
+                if self.engine_host.stop_if_abandoned():
+                    self._restart_engine_host()
+                else:
+                    self.engine_host.recycle_if_worn(self.settings.engine_max_jobs,
+                                                     self.settings.engine_max_memory_mb)
+
+    def _restart_engine_host(self) -> None:
+        """Start the engine host again now, so that the next job does not wait for its model; not
+        when the worker is stopping (it would only be stopped again)."""
+        if self.stop_requested:
+            return
+        try:
+            self.engine_host.start()
+        except EngineUnavailable:
+            log.exception("the engine host could not be started; trying again before the next job")
 
     # Why: the job leaves the fetched list once RQ recorded its start (its started registry has it
     # from then on), as RQ takes a job off its own intermediate queue at this point.
@@ -175,16 +198,36 @@ class TranscriptionWorker(HerokuWorker):
             os.kill(os.getpid(), signal.SIGTERM)
 
     # Why: RQ's cold shutdown (a second SIGTERM or Ctrl-C) kills the horse and leaves its job to the
-    # abandoned-job cleanup, which spends one of the job's attempts. Instead the horse is told again
-    # (``HerokuWorker``'s second SIGRTMIN raises in the job at once): the job hands itself back now and
-    # the worker exits as after a warm shutdown. A third signal is RQ's cold shutdown.
+    # abandoned-job cleanup, which spends one of the job's attempts. Instead the horse is told to
+    # raise in the job at once (``HAND_BACK_NOW``): the job hands itself back now and the worker
+    # exits as after a warm shutdown. A third signal is RQ's cold shutdown.
     def request_force_stop(self, signum, frame) -> None:
         if self.horse_pid and not self.handing_back:
             self.handing_back = True
             self.log.warning("Worker %s: handing the running job back now", self.name)
-            self.kill_horse(sig=signal.SIGRTMIN)
+            self.kill_horse(sig=HAND_BACK_NOW)
             return
         super().request_force_stop(signum, frame)
+
+    # Why (in the horse): the worker's second stop request comes as a signal of its own, which raises
+    # in the job at once (``HerokuWorker`` handles SIGRTMIN only, the first request).
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        signal.signal(HAND_BACK_NOW, self.request_force_stop_sigrtmin)
+
+    # Why (in the horse): ``HerokuWorker`` raises ShutDownImminentException wherever the horse is, as
+    # often as it is signalled (the end of the grace period, the second stop request). Raised again
+    # while the job hands itself back, or once the job's function has returned, it fails the job in
+    # RQ's bookkeeping instead: an attempt spent and a retry scheduled (besides the hand back, if
+    # that was recorded). So it is raised once, and only while the job's function runs; a request
+    # that comes before the function starts or after it returned is ignored (the job runs or ends).
+    def request_force_stop_sigrtmin(self, signum, frame) -> None:
+        if self.hand_back_raised or get_current_job() is None:
+            self.log.info("Worker %s: the job is not running its code or is already handing itself back; "
+                          "signal %s ignored", self.name, signum)
+            return
+        self.hand_back_raised = True
+        super().request_force_stop_sigrtmin(signum, frame)
 
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
