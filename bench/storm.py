@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from rq import Queue, Worker
 from rq.job import Job
@@ -378,14 +379,15 @@ def _kill(pid: int | None, sig: int) -> None:
 
 
 def _horse_and_engine_host(main: int) -> tuple[int | None, int | None]:
-    """The work horse leads its own process group (RQ's ``setpgrp``); the engine host does not."""
+    """The engine host runs ``python -m workers.engine_host`` (in a session of its own); the work horse
+    leads its own process group (RQ's ``setpgrp``); RQ's scheduler process, the third child, does neither."""
     horse = engine_host = None
     for child in children(main):
         try:
-            if os.getpgid(child) == child:
-                horse = child
-            else:
+            if b"workers.engine_host" in Path(f"/proc/{child}/cmdline").read_bytes():
                 engine_host = child
+            elif os.getpgid(child) == child:
+                horse = child
         except OSError:
             continue
     return horse, engine_host
