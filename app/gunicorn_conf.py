@@ -38,6 +38,15 @@ logconfig_dict = {
 }
 
 
+def pre_request(worker, req):
+    """Let the other connections' greenlets run before each request. A keep-alive client whose next
+    request is already there never makes its greenlet wait, so it never yields: with 8 such clients
+    on one process, half the requests took 0.5 ms and the slowest 1 % 480 ms (14 ms with this)."""
+    import gevent
+
+    gevent.sleep(0)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
