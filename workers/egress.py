@@ -52,7 +52,9 @@ class EgressProxy:
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="egress-proxy", daemon=True)
+        # serve_forever looks for a shutdown request every poll_interval: a job waits that long at its end.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="egress-proxy", daemon=True)
         self._saved_env: dict[str, str] = {}
 
     @property
