@@ -32,8 +32,8 @@ def run(h: Harness, report: Report, plan: LoadPlan) -> None:
     h.stop_matching("worker")  # nothing may consume the queue, or take CPU, under load
     api, key = h.api(), h.api_key()
     port = free_port()
-    bare_command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                    "--worker-class", "gevent", "bench.bare_app:create_bare_app()"]
+    bare_command = [sys.executable, "-m", "gunicorn", "--config", "python:bench.bare_gunicorn_conf",
+                    "--bind", f"127.0.0.1:{port}", "--workers", "2", "bench.bare_app:create_bare_app()"]
     bare = h.start_gunicorn("bare", bare_command, "/", port)
     targets = {
         "bare Flask enqueue": (bare + "/submit", {}),
@@ -74,5 +74,5 @@ def run(h: Harness, report: Report, plan: LoadPlan) -> None:
                          f"{plan.seconds:g} s per app, alternating; {total:,} ytcaption submits, none refused")
     report.note(SECTION, "ytcaption: POST /api/v1/transcribe/async/submit (auth, rate limit, quota, "
                          "validation, enqueue, metrics; gunicorn -c app.gunicorn_conf with its access log); "
-                         "bare: bench/bare_app.py, one Queue.enqueue by import path (gunicorn defaults, "
-                         "no access log); both 2 gevent workers")
+                         "bare: bench/bare_app.py, one Queue.enqueue by import path (bench/bare_gunicorn_conf.py: "
+                         "the same server model, no access log); both 2 gevent workers")
