@@ -135,20 +135,27 @@ class _Handler(socketserver.StreamRequestHandler):
         if upstream is None:
             return self._answer(502, f"Cannot connect to {parts.hostname}:{port_number}")
         with upstream:
-            if method == "CONNECT":
-                self.connection.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-                upstream.sendall(f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + head)
-                while body_length > 0:  # a body goes up before the answer comes back
-                    chunk = self.connection.recv(min(body_length, 65536))
-                    if not chunk:
-                        return
-                    upstream.sendall(chunk)
-                    body_length -= len(chunk)
-                if not _forward_answer_head(upstream, self.connection, proxy):
+            try:
+                self._relay(method, parts, head, body_length, upstream)
+            except OSError:
+                pass  # a side hung up or went silent: the downloader reports what it got
+
+    def _relay(self, method: str, parts, head: bytes, body_length: int, upstream: socket.socket) -> None:
+        proxy = self.server.proxy
+        if method == "CONNECT":
+            self.connection.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            upstream.sendall(f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + head)
+            while body_length > 0:  # a body goes up before the answer comes back
+                chunk = self.connection.recv(min(body_length, 65536))
+                if not chunk:
                     return
-            _pipe(self.connection, upstream, proxy)
+                upstream.sendall(chunk)
+                body_length -= len(chunk)
+            if not _forward_answer_head(upstream, self.connection, proxy):
+                return
+        _pipe(self.connection, upstream, proxy)
 
     def _read_head(self) -> tuple[str, str, bytes, int]:
         """The request line's method and target, the headers to send on (hop-by-hop ones dropped) and
