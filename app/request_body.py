@@ -4,8 +4,9 @@ gunicorn reads a body from the client's socket only as the app asks for it, and 
 the client keeps the connection open: a request announcing ``Content-Length: 1000`` that sends ten
 bytes held a worker 30 s and then failed with a 500. This WSGI middleware gives the socket a
 timeout while the app reads: a body that makes no progress for ``STALL_TIMEOUT`` seconds answers
-400 ``incomplete_body`` and the connection is closed. (A request's line and headers have their
-own deadline, gunicorn's keep-alive timeout: ``app/gunicorn_conf.py``.)
+400 ``incomplete_body`` and the connection is closed. The timeout stays on the socket while the
+answer is written: a client that stops reading it for that long is disconnected too. (A request's
+line and headers have their own deadline, gunicorn's keep-alive timeout: ``app/gunicorn_conf.py``.)
 """
 
 from __future__ import annotations
