@@ -119,19 +119,27 @@ def worker_setup(make_client, make_user, hostile):
     return client, make_user("pro")[1], f"http://127.0.0.1:{hostile.server_address[1]}"
 
 
-@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-def test_a_redirect_made_only_to_get_is_checked_before_it_is_followed(worker_setup, hostile, run_worker,
-                                                                      family, host):
+def download_pointing_at(listener: Listener, host: str, path: str, worker_setup, hostile, run_worker) -> dict:
+    """Submit the hostile server's ``path``, whose links lead to ``listener`` (on ``host``), run a
+    worker until the job is done and return the job's status (the listener closed, its count kept)."""
     client, headers, base = worker_setup
-    listener = Listener(family, host)
-    hostile.forbidden = f"http://{'[::1]' if host == '::1' else host}:{listener.port}"
+    hostile.forbidden = f"http://{host}:{listener.port}"
     try:
-        job_id = submit(client, headers, f"{base}/sneaky").get_json()["job_id"]
+        job_id = submit(client, headers, base + path).get_json()["job_id"]
         run_worker()
         body = status(client, headers, job_id)
     finally:
         listener.close()
-    print(f"forbidden port ({host}): {listener.connections} connections; job {body['status']}")
+    print(f"forbidden port ({host}, {path}): {listener.connections} connections; job {body['status']}")
+    return body
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_a_redirect_made_only_to_get_is_checked_before_it_is_followed(worker_setup, hostile, run_worker,
+                                                                      family, host):
+    listener = Listener(family, host)
+    body = download_pointing_at(listener, "[::1]" if host == "::1" else host, "/sneaky", worker_setup, hostile,
+                                run_worker)
     assert (body["status"], (body.get("error") or {}).get("type")) == ("failed", "redirect_not_allowed"), body
     assert str(listener.port) in body["error"]["message"]
     assert listener.connections == 0
@@ -141,16 +149,8 @@ def test_a_redirect_made_only_to_get_is_checked_before_it_is_followed(worker_set
 def test_an_hls_playlist_cannot_send_a_download_elsewhere(worker_setup, hostile, run_worker, playlist):
     """Segments on a forbidden port (yt-dlp's own HLS downloader fetches them), or an AES key there:
     without pycryptodomex, yt-dlp hands such a playlist to ffmpeg, which fetches key and segments itself."""
-    client, headers, base = worker_setup
     listener = Listener()
-    hostile.forbidden = f"http://127.0.0.1:{listener.port}"
-    try:
-        job_id = submit(client, headers, f"{base}/{playlist}").get_json()["job_id"]
-        run_worker()
-        body = status(client, headers, job_id)
-    finally:
-        listener.close()
-    print(f"forbidden port ({playlist}): {listener.connections} connections; job {body['status']}")
+    body = download_pointing_at(listener, "127.0.0.1", f"/{playlist}", worker_setup, hostile, run_worker)
     assert body["status"] == "failed", body
     assert listener.connections == 0
     # ffmpeg sends its own header (yt-dlp gives it yt-dlp's User-Agent).
