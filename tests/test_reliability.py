@@ -442,6 +442,48 @@ def test_an_idle_workers_lost_stop_request_is_made_again(config):
     assert "the stop request was lost in RQ's loop; stopping again" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("scheduler", ["drops its first SIGTERM", "ignores SIGTERM"])
+def test_a_stopping_worker_does_not_wait_forever_for_its_scheduler(config, redis, tmp_path, scheduler):
+    """RQ's scheduler process is forked by the worker, and a SIGTERM that reaches it before it ran
+    is dropped (CPython clears pending signals after ``fork``): RQ sent one and waited forever, so
+    a worker stopped just as it started never unregistered. Here the scheduler drops its first
+    SIGTERM, or every one: the worker sends the signal again, or kills it after a few seconds; either
+    way it leaves and unregisters (a wait longer than the check for a lost stop request included)."""
+    ready = tmp_path / "scheduler-ready"
+    ignored = 1 if scheduler == "drops its first SIGTERM" else 1000
+    code = (
+        "import os, pathlib, signal, threading, time\n"
+        "from rq.scheduler import RQScheduler\n"
+        "from app.core.services import connect\n"
+        "from app.core.settings import Settings\n"
+        "from workers.worker import build_worker\n"
+        "install, request_stop, seen = RQScheduler._install_signal_handlers, RQScheduler.request_stop, []\n"
+        "def installed(self):\n"
+        "    install(self)\n"
+        f"    pathlib.Path({str(ready)!r}).touch()\n"
+        "def dropping(self, signum=None, frame=None):\n"
+        "    seen.append(signum)\n"
+        f"    if len(seen) > {ignored}:\n"
+        "        request_stop(self, signum, frame)\n"
+        "RQScheduler._install_signal_handlers, RQScheduler.request_stop = installed, dropping\n"
+        "def stop_once_the_scheduler_runs():\n"
+        f"    while not os.path.exists({str(ready)!r}):\n"
+        "        time.sleep(0.01)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "settings = Settings.load()\n"
+        "worker = build_worker(connect(settings), settings)\n"
+        "threading.Thread(target=stop_once_the_scheduler_runs, daemon=True).start()\n"
+        "worker.work(logging_level='WARNING', with_scheduler=True)\n"
+        "print('scheduler alive:', worker.scheduler._process.is_alive())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "scheduler alive: False" in result.stdout
+    assert Worker.count(connection=redis) == 0
+    output = result.stdout + result.stderr
+    assert ("did not stop in 3 s; killing it" in output) == (scheduler == "ignores SIGTERM"), output[-2000:]
+
+
 def test_a_full_redis_refuses_submits_with_a_503_and_still_answers_reads(tmp_path, config, media_server):
     """maxmemory reached with noeviction: a submit is refused for now (503, Retry-After, nothing
     accepted), while a job's status, which needs no write, is still read (its request not counted)."""

@@ -14,7 +14,7 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 - ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
   worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
 
-``TranscriptionWorker`` overrides ten RQ methods; each says why. They are the only ones, and
+``TranscriptionWorker`` overrides twelve RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
 """
 
@@ -61,6 +61,9 @@ STOP_CHECK = 2.0
 #: Not HerokuWorker's SIGRTMIN again: two SIGRTMIN that reach a horse before it ran its handler for
 #: the first are taken as one, and the job would keep its whole grace period.
 HAND_BACK_NOW = signal.SIGRTMIN + 1
+#: Seconds a stopping worker waits for RQ's scheduler process before it kills it (honcho kills a
+#: process that has not exited 5 s after its SIGTERM; Heroku after 30 s).
+SCHEDULER_STOP_TIMEOUT = 3.0
 
 
 class TranscriptionWorker(HerokuWorker):
@@ -83,7 +86,7 @@ class TranscriptionWorker(HerokuWorker):
         self.handing_back = False
         #: In a work horse: set once ShutDownImminentException was raised in the job.
         self.hand_back_raised = False
-        #: Set by ``run`` once RQ's work loop returned.
+        #: Set once RQ's work loop was left (its teardown began).
         self.left_work_loop = False
 
     # Why: RQ has no hook around a job in the worker. Before the job: claim it on the fetched list
@@ -196,6 +199,35 @@ class TranscriptionWorker(HerokuWorker):
         if not self.left_work_loop:
             self.log.warning("Worker %s: the stop request was lost in RQ's loop; stopping again", self.name)
             os.kill(os.getpid(), signal.SIGTERM)
+
+    # Why: once RQ left its loop the stop request was not lost, and the check above must not stop
+    # the worker again: its SystemExit, raised while the worker waits for its scheduler process,
+    # would skip the worker's unregistering.
+    def teardown(self) -> None:
+        self.left_work_loop = True
+        super().teardown()
+
+    # Why: RQ stops its scheduler process with one SIGTERM and then waits for it without limit. A
+    # signal that reaches a forked process before it has run is dropped (CPython clears pending
+    # signals in the child after ``fork``), so a worker stopped just as it started waited forever.
+    # The signal is sent again until the scheduler exits; after SCHEDULER_STOP_TIMEOUT it is killed
+    # (its scheduler locks expire on their own, and another worker's scheduler takes them).
+    def stop_scheduler(self) -> None:
+        process = self.scheduler._process
+        if not process or not process.pid:
+            return
+        deadline = time.monotonic() + SCHEDULER_STOP_TIMEOUT
+        while process.is_alive() and time.monotonic() < deadline:
+            try:
+                os.kill(process.pid, signal.SIGTERM)
+            except OSError:
+                break
+            process.join(0.25)
+        if process.is_alive():
+            self.log.warning("Worker %s: the scheduler process %s did not stop in %.0f s; killing it",
+                             self.name, process.pid, SCHEDULER_STOP_TIMEOUT)
+            process.kill()
+        process.join()
 
     # Why: RQ's cold shutdown (a second SIGTERM or Ctrl-C) kills the horse and leaves its job to the
     # abandoned-job cleanup, which spends one of the job's attempts. Instead the horse is told to
