@@ -243,8 +243,61 @@ class VideoUnavailable(JobError):
     default_message = "The video is unavailable (private, removed or not found)."
 
 
+class YouTubeBotCheck(JobError):
+    """YouTube asked to "confirm you're not a bot": it blocks this server's IP. Retried (through the
+    next of `YTDLP_PROXIES`, if any); the operator fixes it with cookies, proxies or PO tokens."""
+
+    code = "youtube_bot_check"
+    default_message = ("YouTube refused this server as a bot (\"Sign in to confirm you're not a bot\"); "
+                       "the job is retried. Operators: see README, Running against real YouTube "
+                       "(YTDLP_COOKIES_FILE, YTDLP_PROXIES, PO tokens).")
+    transient = True
+
+
+class AgeRestricted(VideoUnavailable):
+    """YouTube shows the video only to signed-in adults (a `YTDLP_COOKIES_FILE` of such an account can)."""
+
+    code = "age_restricted"
+    default_message = "The video is age-restricted: YouTube shows it only to signed-in adults."
+
+
+class PrivateVideo(VideoUnavailable):
+    """The video is private."""
+
+    code = "private_video"
+    default_message = "The video is private."
+
+
+class MembersOnly(VideoUnavailable):
+    """The video is for the channel's members only."""
+
+    code = "members_only"
+    default_message = "The video is available to the channel's members only."
+
+
+class GeoBlocked(VideoUnavailable):
+    """The video is not available in the country this server (or its proxy) is in."""
+
+    code = "geo_blocked"
+    default_message = "The video is not available in this server's country."
+
+
+class LiveNotSupported(JobError):
+    """A live stream or a premiere still to come: refused from the metadata, before any download."""
+
+    code = "live_not_supported"
+    default_message = "Live streams cannot be transcribed; submit the video once the stream has ended."
+
+
+class NoCaptions(JobError):
+    """`source=captions`, and the video has no manual captions in the requested language."""
+
+    code = "no_captions"
+    default_message = "The video has no captions in the requested language (automatic captions are not used)."
+
+
 class UnsupportedURL(JobError):
-    """No media at this URL (or a list of videos, or a live stream)."""
+    """No media at this URL (or a list of videos)."""
 
     code = "unsupported_url"
     default_message = "No media could be found at this URL."
