@@ -50,8 +50,13 @@ RECOVERED = JobMetric("ytcaption_jobs_recovered", "counter", ("reason",),
                       "Jobs put back on their queue: fetched but not started by a worker that died or froze "
                       "(worker_lost), running on one (abandoned: one attempt used), or found in no queue, "
                       "registry or fetched list for over a minute (orphan).")
+PROXY_DOWNLOADS = JobMetric(
+    "ytcaption_proxy_downloads", "counter", ("proxy", "outcome"),
+    "Downloads through each of YTDLP_PROXIES (named scheme://host:port, without credentials): success, or the "
+    "failure after which the job tried the next proxy (proxy_error: refused, reset, 407 or 5xx from the proxy; "
+    "bot_check: YouTube's \"confirm you're not a bot\").")
 ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
-JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS)
+JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS, PROXY_DOWNLOADS)
 
 
 class JobCollector(Collector):
@@ -76,6 +81,11 @@ class JobCollector(Collector):
         for reason in ("worker_lost", "abandoned", "orphan"):
             recovered.add_metric([reason], counts.get(reason, 0))
         yield recovered
+
+        proxies = CounterMetricFamily(PROXY_DOWNLOADS.name, PROXY_DOWNLOADS.help, labels=PROXY_DOWNLOADS.labels)
+        for field, value in self.connection.hgetall(stats.PROXY_DOWNLOADS).items():
+            proxies.add_metric(field.decode().rsplit("|", 1), int(value))
+        yield proxies
 
         duration = HistogramMetricFamily(RUN_TIME.name, RUN_TIME.help, labels=RUN_TIME.labels)
         for key in self.connection.scan_iter(stats.DURATION.format("*")):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis import Redis
 from yt_dlp import YoutubeDL
-from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.networking.exceptions import HTTPError, ProxyError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
+from app.core import stats
 from app.core.errors import (
     FileTooLarge,
     JobError,
@@ -22,8 +25,12 @@ from app.core.errors import (
     UnsupportedURL,
     VideoTooLong,
     VideoUnavailable,
+    YouTubeBotCheck,
 )
+from app.core.proxies import Proxy
+from app.core.settings import Settings
 from app.core.urls import YOUTUBE_HOSTS
+from workers import ytdlp
 from workers.egress import EgressProxy
 
 log = logging.getLogger(__name__)
@@ -52,33 +59,78 @@ class Media:
 def fetch_audio(
     url: str,
     directory: Path,
+    settings: Settings,
     *,
     max_duration: int,
-    max_bytes: int,
-    allowed_hosts: Iterable[str] = (),
+    connection: Redis | None = None,
     on_progress: Callable[[float], None] | None = None,
     on_duration: Callable[[float], None] | None = None,
 ) -> Media:
-    """Download the best audio of ``url`` into ``directory``.
+    """Download the best audio of ``url`` into ``directory``, through ``YTDLP_PROXIES`` if set.
 
     The duration and size in the metadata are checked (the duration passed to ``on_duration``)
     before anything is downloaded, and the size again while downloading. A URL on an allowed
     non-YouTube host is downloaded through an ``EgressProxy``: every request, whoever makes it
     (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
 
+    With proxies, the download starts at the next one in turn (``connection``: the Redis that
+    keeps the turn and the per-proxy counters) and tries the following ones, each once, after a
+    proxy failure or a YouTube bot check.
+
     Raises:
         VideoTooLong, FileTooLarge, VideoUnavailable, UnsupportedURL, RedirectNotAllowed,
-        TransientDownloadError.
+        YouTubeBotCheck, TransientDownloadError.
     """
     # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
     youtube = urlsplit(url).hostname in YOUTUBE_HOSTS
-    with nullcontext() if youtube else EgressProxy(allowed_hosts, max_bytes=max_bytes) as proxy:
-        return _download(url, directory, proxy, max_duration=max_duration, max_bytes=max_bytes,
-                         on_progress=on_progress, on_duration=on_duration)
+    proxies = ytdlp.proxy_order(settings.proxies if youtube else ytdlp.egress_proxies(settings), connection)
+    cookie_file = ytdlp.job_cookie_file(settings, directory)
+
+    def attempt(proxy: Proxy | None) -> Media:
+        if youtube:
+            return _download(url, directory, settings, None, proxy.url if proxy else None, cookie_file,
+                             max_duration=max_duration, on_progress=on_progress, on_duration=on_duration)
+        with EgressProxy(settings.allowed_url_hosts, max_bytes=settings.max_download_bytes, upstream=proxy) as egress:
+            return _download(url, directory, settings, egress, egress.url, cookie_file,
+                             max_duration=max_duration, on_progress=on_progress, on_duration=on_duration)
+
+    if not proxies:
+        return attempt(None)
+    failures: list[tuple[Proxy, JobError]] = []
+    for proxy in proxies:
+        try:
+            media = attempt(proxy)
+        except (ProxyFailed, YouTubeBotCheck) as exc:
+            outcome = "bot_check" if isinstance(exc, YouTubeBotCheck) else "proxy_error"
+            _count(connection, proxy, outcome)
+            log.warning("the download failed through a proxy; trying the next one",
+                        extra={"proxy": proxy.label, "outcome": outcome})
+            failures.append((proxy, exc))
+            continue
+        _count(connection, proxy, "success")
+        return media
+    if all(isinstance(exc, YouTubeBotCheck) for _, exc in failures):
+        raise failures[-1][1]
+    tried = "; ".join(f"{proxy.label}: {exc.message}" for proxy, exc in failures)
+    raise TransientDownloadError(f"The download failed through every proxy ({tried}).")
 
 
-def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_duration: int, max_bytes: int,
-              on_progress: Callable[[float], None] | None, on_duration: Callable[[float], None] | None) -> Media:
+class ProxyFailed(TransientDownloadError):
+    """The proxy refused or reset the connection, or answered 407 or 5xx: the next proxy may work."""
+
+    default_message = "The proxy failed."
+
+
+def _count(connection: Redis | None, proxy: Proxy, outcome: str) -> None:
+    if connection is not None:
+        stats.record_proxy_download(connection, proxy.label, outcome)
+
+
+def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy | None, proxy_url: str | None,
+              cookie_file: Path | None, *, max_duration: int, on_progress: Callable[[float], None] | None,
+              on_duration: Callable[[float], None] | None) -> Media:
+    max_bytes = settings.max_download_bytes
+
     def hook(status: dict[str, Any]) -> None:
         if status.get("status") != "downloading":
             return
@@ -87,27 +139,9 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         if on_progress and total:
             on_progress(min(1.0, status.get("downloaded_bytes", 0) / total))
 
-    options = {
-        "format": "bestaudio/best",
-        "outtmpl": {"default": "media.%(ext)s"},
-        "paths": {"home": str(directory), "temp": str(directory)},
-        "noplaylist": True,
-        "quiet": True,
-        "no_warnings": True,
-        "noprogress": True,
-        "no_color": True,
-        "cachedir": False,
-        "logger": log,
-        "progress_hooks": [hook],
-        "socket_timeout": 30,
-        # Job-level retries decide whether to try again; yt-dlp retries only brief hiccups.
-        "retries": 2,
-        "extractor_retries": 1,
-        "overwrites": True,
-    }
-    if proxy is not None:
-        options["proxy"] = proxy.url
-    with _mapped_errors(proxy), YoutubeDL(options) as ydl:
+    options = ytdlp.ytdlp_options(settings, directory=directory, proxy=proxy_url, cookie_file=cookie_file,
+                                  progress_hooks=[hook], logger=log)
+    with _mapped_errors(egress, proxy_url is not None), YoutubeDL(options) as ydl:
         info = ydl.extract_info(url, download=False)
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
@@ -121,8 +155,8 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         if duration and on_duration:
             on_duration(float(duration))
         info = ydl.process_ie_result(info, download=True)
-        if proxy is not None and proxy.too_large:  # cut by the proxy: to the downloader, a body that ended
-            raise FileTooLarge(_too_large(proxy.max_bytes))
+        if egress is not None and egress.too_large:  # cut by the proxy: to the downloader, a body that ended
+            raise FileTooLarge(_too_large(egress.max_bytes))
         downloads = info.get("requested_downloads") or []
         if not downloads or not Path(downloads[0]["filepath"]).exists():
             raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
@@ -158,10 +192,12 @@ def warm_up() -> None:
 
 
 @contextmanager
-def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
+def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator[None]:
     """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions).
 
-    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403".
+    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403"; a
+    failure of the proxy the download went through (``proxied``) is ``ProxyFailed``, whatever the
+    video would have done.
     """
     try:
         yield
@@ -171,7 +207,30 @@ def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
         if proxy is not None and proxy.refused:
             target, why = proxy.refused[0]
             raise RedirectNotAllowed(f"The URL leads to {target!r}, which is not allowed: {why}") from exc
+        if proxy is not None and proxy.upstream_failures:
+            raise ProxyFailed(f"The proxy failed: {proxy.upstream_failures[0]}.") from exc
+        if proxied and proxy is None and _proxy_failed(exc):
+            raise ProxyFailed(f"The proxy failed: {_proxy_failure_kind(exc)}.") from exc
         raise classify(exc) from exc
+
+
+def _proxy_failed(exc: BaseException) -> bool:
+    """Whether yt-dlp failed because of its proxy: it could not connect to it or open a tunnel through it
+    (yt-dlp's ``ProxyError``), or the proxy asked for credentials (HTTP 407)."""
+    cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
+    return any(isinstance(link, ProxyError) or (isinstance(link, HTTPError) and link.status == 407)
+               for link in _chain(cause))
+
+
+def _proxy_failure_kind(exc: BaseException) -> str:
+    """A few words on a proxy failure, without yt-dlp's message (which may quote the proxy's URL)."""
+    text = str(exc).lower()
+    for words, kind in (("refused", "connection refused"), ("reset", "connection reset"),
+                        ("407", "HTTP 407, proxy authentication required"), ("timed out", "timed out")):
+        if words in text:
+            return kind
+    status = re.search(r"tunnel connection failed: (\d{3})", text)
+    return f"it answered HTTP {status.group(1)}" if status else "unreachable or refusing"
 
 
 def classify(exc: Exception) -> JobError:

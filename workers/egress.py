@@ -15,6 +15,12 @@ a job cannot fill the disk.
 
 One request per connection: a plain-HTTP request goes upstream with ``Connection: close``, an
 HTTPS one is a ``CONNECT`` tunnel to the checked host and port.
+
+Given an ``upstream`` proxy (one of ``YTDLP_PROXIES``, ``http://`` only), the proxy connects to
+each checked address through it: a ``CONNECT`` to the address and port, never to the name, so the
+upstream proxy cannot resolve the name to somewhere else. Plain HTTP goes through such a tunnel
+too. If the upstream proxy refuses, resets, or answers the ``CONNECT`` with anything but 2xx, the
+client gets 502 and the failure is remembered (``upstream_failures``): the job tries its next proxy.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core.errors import BadRequest
+from app.core.proxies import EGRESS_SCHEMES, Proxy
 from app.core.urls import check_fetch_url, resolve_host
 
 log = logging.getLogger(__name__)
@@ -43,10 +50,15 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorizat
 class EgressProxy:
     """``with EgressProxy(allowed_hosts) as proxy:`` serves on ``proxy.url`` until the block ends."""
 
-    def __init__(self, allowed_hosts: Iterable[str] = (), max_bytes: int | None = None) -> None:
+    def __init__(self, allowed_hosts: Iterable[str] = (), max_bytes: int | None = None,
+                 upstream: Proxy | None = None) -> None:
+        if upstream is not None and upstream.scheme not in EGRESS_SCHEMES:
+            raise ValueError(f"the egress proxy cannot forward through {upstream.label}: http:// proxies only")
         self.allowed_hosts = tuple(allowed_hosts)
         self.max_bytes = max_bytes
+        self.upstream = upstream
         self.refused: list[tuple[str, str]] = []  # (target, why), in order
+        self.upstream_failures: list[str] = []  # what went wrong with the upstream proxy, in order
         self.received = 0  # bytes from upstream, all connections together
         self.too_large = False
         self._lock = threading.Lock()
@@ -93,6 +105,24 @@ class EgressProxy:
         self.refused.append((target, why))
         log.warning("egress refused target=%s reason=%r", target, why)
 
+    def connect(self, addresses: list[str], port: int) -> socket.socket | None:
+        """A connection to the first of ``addresses`` that answers, through the upstream proxy if there is one."""
+        if self.upstream is None:
+            return _connect(addresses, port)
+        for address in addresses:
+            try:
+                return _tunnel(self.upstream, address, port)
+            except _UpstreamRefused as exc:
+                self.upstream_failures.append(str(exc))
+                log.warning("upstream proxy failed proxy=%s reason=%r", self.upstream.label, str(exc))
+                return None  # the proxy's fault, not the address's: the job tries its next proxy
+            except OSError as exc:
+                self.upstream_failures.append(f"the connection to the proxy failed ({exc.strerror or exc.__class__.__name__})")
+                log.warning("upstream proxy unreachable proxy=%s reason=%r", self.upstream.label,
+                            exc.strerror or exc.__class__.__name__)
+                return None
+        return None
+
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
@@ -131,7 +161,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return self._answer(400, f"Cannot fetch {target!r}: {exc}")
         except OSError as exc:  # DNS: for the downloader to report (and the job to retry)
             return self._answer(502, f"Cannot resolve {parts.hostname!r}: {exc}")
-        upstream = _connect(addresses, port_number)
+        upstream = proxy.connect(addresses, port_number)
         if upstream is None:
             return self._answer(502, f"Cannot connect to {parts.hostname}:{port_number}")
         with upstream:
@@ -216,6 +246,40 @@ def _connect(addresses: list[str], port: int) -> socket.socket | None:
         except OSError:
             continue
     return None
+
+
+class _UpstreamRefused(Exception):
+    """The upstream proxy answered the ``CONNECT`` with something else than 2xx, or nothing."""
+
+
+def _tunnel(upstream: Proxy, address: str, port: int) -> socket.socket:
+    """A ``CONNECT`` tunnel through ``upstream`` to ``address`` (an IP address the policy checked) and ``port``.
+
+    Raises ``OSError`` if the proxy cannot be reached, ``_UpstreamRefused`` if it does not open the tunnel.
+    """
+    sock = socket.create_connection((upstream.host, upstream.port), timeout=IDLE_TIMEOUT)
+    try:
+        target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if upstream.authorization():
+            head += f"Proxy-Authorization: {upstream.authorization()}\r\n"
+        sock.sendall(head.encode("latin-1") + b"\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # a proxy sends nothing after the head of a 200 before we speak
+            chunk = sock.recv(1)
+            if not chunk:
+                raise _UpstreamRefused("the proxy closed the connection without answering the CONNECT")
+            answer += chunk
+            if len(answer) > MAX_HEAD_BYTES:
+                raise _UpstreamRefused("the proxy's answer to the CONNECT is too long")
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        status = status_line.split()[1] if len(status_line.split()) > 1 else ""
+        if not status.startswith("2"):
+            raise _UpstreamRefused(f"the proxy answered the CONNECT with {status_line.strip()!r}")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _pipe(client: socket.socket, upstream: socket.socket, proxy: EgressProxy) -> None:

@@ -219,8 +219,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     try:
         started = time.perf_counter()
         media = fetch_audio(
-            url, directory, max_duration=max_duration, max_bytes=settings.max_download_bytes,
-            allowed_hosts=settings.allowed_url_hosts,
+            url, directory, settings, max_duration=max_duration, connection=job.connection,
             on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
             on_duration=lambda duration: extend_timeout(job, settings, duration),
         )

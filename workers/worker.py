@@ -40,7 +40,7 @@ from app.core.errors import EngineUnavailable
 from app.core.jobs import QUEUE_NAMES
 from app.core.reliability import claim, release, taken_from
 from app.core.settings import Settings
-from workers import context
+from workers import context, ytdlp
 from workers.callbacks import horse_killed
 from workers.download import warm_up
 from workers.engine_host import EngineHost
@@ -280,6 +280,7 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     """
     from app.core.services import connect
 
+    ytdlp.check(settings)  # before anything starts: a wrong setting stops the worker with a sentence
     connection = connect(settings)
     stop_signals: list[int] = []
 

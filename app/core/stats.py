@@ -12,6 +12,9 @@ SUBMITTED = "ytcaption:metrics:submitted"  # hash "queue|task" -> count
 COMPLETED = "ytcaption:metrics:completed"  # hash "queue|status" -> count
 DURATION = "ytcaption:metrics:duration:{}"  # hash per task: bucket bounds, "sum", "count"
 RECOVERED = "ytcaption:metrics:recovered"  # hash reason -> count
+PROXY_DOWNLOADS = "ytcaption:metrics:proxy_downloads"  # hash "proxy label|outcome" -> count
+#: What became of a download through one of YTDLP_PROXIES.
+PROXY_OUTCOMES = ("success", "proxy_error", "bot_check")
 ENDED = "ytcaption:ended:{}:{}"  # set once per job and outcome, so that a job is counted once
 ENDED_TTL = 7 * 86400
 #: The ledger of accepted jobs (``app.core.reliability.LEDGER``; defined here, which imports nothing of ours).
@@ -69,3 +72,9 @@ def record_recovered(connection: Redis | Pipeline, reason: str, count: int = 1) 
 
 def bound_label(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(bound)
+
+
+def record_proxy_download(connection: Redis | Pipeline, proxy_label: str, outcome: str) -> None:
+    """Count a download that went through a proxy (named by its label: ``scheme://host:port``, no
+    credentials): ``success``, or the failure that made the job try the next proxy."""
+    connection.hincrby(PROXY_DOWNLOADS, f"{proxy_label}|{outcome}", 1)
