@@ -65,7 +65,8 @@ class MediaHandler(http.server.SimpleHTTPRequestHandler):
     - ``?delay=S`` trickles the file in 4 KiB chunks, S seconds apart;
     - ``?fail=N&token=T`` answers 503 to the first N requests carrying token T;
     - ``?to=URL`` redirects (302) to URL.
-    Every request is logged in ``server.requests`` as ``(time, method, path, status)``.
+    Every request is logged in ``server.requests`` as ``(time, method, path, status)``, and its
+    headers in ``server.headers`` as ``(path, headers)``.
     """
 
     def log_message(self, format, *args):  # keep test output quiet
@@ -73,6 +74,7 @@ class MediaHandler(http.server.SimpleHTTPRequestHandler):
 
     def send_response(self, code, message=None):
         self.server.requests.append((time.monotonic(), self.command, self.path, code))
+        self.server.headers.append((self.path, self.headers))
         super().send_response(code, message)
 
     def do_HEAD(self):
@@ -125,6 +127,7 @@ class MediaServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.httpd.requests = []
+        self.httpd.headers = []
         self.httpd.failures = {}
         self.httpd.lock = threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -135,6 +138,10 @@ class MediaServer:
 
     def requests_for(self, fragment: str, method: str = "GET") -> list[tuple[float, str, str, int]]:
         return [entry for entry in self.httpd.requests if fragment in entry[2] and entry[1] == method]
+
+    def headers_for(self, fragment: str, name: str) -> list[str | None]:
+        """The ``name`` header of each request whose path contains ``fragment`` (None where it had none)."""
+        return [headers.get(name) for path, headers in self.httpd.headers if fragment in path]
 
     def add(self, name: str, content: bytes) -> str:
         (self.directory / name).write_bytes(content)

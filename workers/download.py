@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from redis import Redis
 from yt_dlp import YoutubeDL
-from yt_dlp.networking.exceptions import HTTPError, ProxyError, TransportError
+from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
 from app.core import stats
@@ -116,7 +116,7 @@ def fetch_audio(
 
 
 class ProxyFailed(TransientDownloadError):
-    """The proxy refused or reset the connection, or answered 407 or 5xx: the next proxy may work."""
+    """The proxy refused, reset or timed out the connection, or answered 407 or 5xx: the next proxy may work."""
 
     default_message = "The proxy failed."
 
@@ -215,10 +215,11 @@ def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator
 
 
 def _proxy_failed(exc: BaseException) -> bool:
-    """Whether yt-dlp failed because of its proxy: it could not connect to it or open a tunnel through it
-    (yt-dlp's ``ProxyError``), or the proxy asked for credentials (HTTP 407)."""
+    """Whether yt-dlp, sending everything through a proxy, failed because of it: every connection it
+    opens is to the proxy, so a network error (refused, reset, timed out, a tunnel the proxy would
+    not open: yt-dlp's ``TransportError``, ``ProxyError`` among them) is the proxy's, and so is HTTP 407."""
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
-    return any(isinstance(link, ProxyError) or (isinstance(link, HTTPError) and link.status == 407)
+    return any(isinstance(link, TransportError) or (isinstance(link, HTTPError) and link.status == 407)
                for link in _chain(cause))
 
 
