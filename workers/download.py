@@ -96,7 +96,7 @@ def fetch_audio(
 
     if not proxies:
         return attempt(None)
-    failures: list[tuple[Proxy, JobError]] = []
+    failures: list[tuple[Proxy, ProxyFailed | YouTubeBotCheck]] = []
     for proxy in proxies:
         try:
             media = attempt(proxy)
@@ -111,14 +111,21 @@ def fetch_audio(
         return media
     if all(isinstance(exc, YouTubeBotCheck) for _, exc in failures):
         raise failures[-1][1]
-    tried = "; ".join(f"{proxy.label}: {exc.message}" for proxy, exc in failures)
+    tried = "; ".join(f"{proxy.label}: {exc.reason if isinstance(exc, ProxyFailed) else 'YouTube bot check'}"
+                      for proxy, exc in failures)
     raise TransientDownloadError(f"The download failed through every proxy ({tried}).")
 
 
-class ProxyFailed(TransientDownloadError):
-    """The proxy refused, reset or timed out the connection, or answered 407 or 5xx: the next proxy may work."""
+class ProxyFailed(Exception):
+    """The proxy refused, reset or timed out the connection, or answered 407 or 5xx: the next proxy may work.
 
-    default_message = "The proxy failed."
+    Raised only with proxies, and always caught by ``fetch_audio`` (not a ``JobError``: a job never
+    ends with it, and ``job_error`` must not rebuild one from its code).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # a few words, never the proxy's URL (which may hold its password)
+        super().__init__(f"The proxy failed: {reason}.")
 
 
 def _count(connection: Redis | None, proxy: Proxy, outcome: str) -> None:
@@ -208,9 +215,9 @@ def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator
             target, why = proxy.refused[0]
             raise RedirectNotAllowed(f"The URL leads to {target!r}, which is not allowed: {why}") from exc
         if proxy is not None and proxy.upstream_failures:
-            raise ProxyFailed(f"The proxy failed: {proxy.upstream_failures[0]}.") from exc
+            raise ProxyFailed(proxy.upstream_failures[0]) from exc
         if proxied and proxy is None and _proxy_failed(exc):
-            raise ProxyFailed(f"The proxy failed: {_proxy_failure_kind(exc)}.") from exc
+            raise ProxyFailed(_proxy_failure_kind(exc)) from exc
         raise classify(exc) from exc
 
 

@@ -78,7 +78,7 @@ def _parse_extractor_args(value: str) -> dict[str, dict[str, list[str]]]:
 
     parser = create_parser()
     option = parser.get_option("--extractor-args")
-    values = parser.get_default_values()
+    values = parser.values = parser.get_default_values()  # the option's callback reads and writes parser.values
     for group in value.split():  # each group is what one --extractor-args would be given
         try:
             option.process("--extractor-args", group, values, parser)
