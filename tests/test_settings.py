@@ -150,3 +150,28 @@ def test_passwords_reach_child_processes_but_are_never_shown(bare_environment, m
 def test_the_wait_for_replicas_needs_a_timeout():
     with pytest.raises(ConfigurationError, match="REDIS_WAIT_TIMEOUT='0' is invalid: must be greater than 0"):
         Settings.load({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT": "0"})
+
+
+def test_proxies_are_named_without_their_credentials(bare_environment):
+    settings = Settings.load({"YTDLP_PROXIES": "http://ann:s3cret@proxy.example:3128, socks5h://[::1]:1080,"
+                                               "https://p.example"})
+    assert [proxy.label for proxy in settings.proxies] == [
+        "http://proxy.example:3128", "socks5h://[::1]:1080", "https://p.example:443"]
+    assert (settings.proxies[0].url, settings.proxies[0].password) == ("http://ann:s3cret@proxy.example:3128", "s3cret")
+    for shown in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.proxies),
+                  str(settings.proxies[0])):
+        assert "s3cret" not in shown
+    assert Settings.from_json(settings.to_json()).proxies == settings.proxies  # a child process gets them whole
+
+
+@pytest.mark.parametrize("value, words", [
+    ("ftp://ann:s3cret@proxy.example:21", "proxy 1 has the scheme 'ftp'; use one of http, https, socks4"),
+    ("http://proxy.example:3128,http://ann:s3cret@:3128", "proxy 2 has no host"),
+    ("http://ann:s3cret@proxy.example:31x8", "proxy 1 is not a URL such as http://proxy.example:3128"),
+    ("http://ann:s3cret@proxy.example:3128/path", "proxy 1 (http://proxy.example:3128) has a path or query"),
+])
+def test_an_invalid_proxy_is_refused_without_showing_its_password(bare_environment, value, words):
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load({"YTDLP_PROXIES": value})
+    assert caught.value.message.startswith("Setting YTDLP_PROXIES is invalid: ")
+    assert words in caught.value.message and "s3cret" not in caught.value.message
