@@ -7,7 +7,11 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY workers ./workers
 COPY scheduler ./scheduler
-RUN pip install . && useradd --create-home ytcaption
+# Optional extras, e.g. `--build-arg EXTRAS=youtube-pot` (docker-compose.yml passes YTCAPTION_EXTRAS). The
+# dependencies bring yt-dlp's JavaScript runtime too: the `deno` wheel installs its binary (it needs libc only)
+# into /usr/local/bin, and the worker hands yt-dlp that path.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && useradd --create-home ytcaption
 USER ytcaption
 
 ENV PORT=8000

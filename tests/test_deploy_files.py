@@ -1,6 +1,7 @@
 """Every command in the Procfile and docker-compose.yml points to an entry point that exists."""
 
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,13 @@ def procfile_commands() -> dict[str, str]:
     return dict(line.split(":", 1) for line in lines if line.strip())
 
 
+def compose_services() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
 def compose_commands() -> dict[str, list[str]]:
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    return {name: service["command"] for name, service in services.items() if name != "redis"}
+    """The commands of the services built from our Dockerfile (the others run their image's own)."""
+    return {name: service["command"] for name, service in compose_services().items() if "build" in service}
 
 
 def check_command(argv: list[str]) -> None:
@@ -85,10 +90,35 @@ def test_honcho_accepts_the_procfile():
 
 def test_every_compose_service_has_a_healthcheck_that_exists():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert set(services) == {"redis", "api", "worker-express", "worker-standard", "scheduler"}
+    assert set(services) == {"redis", "api", "worker-express", "worker-standard", "scheduler", "bgutil"}
+    assert set(compose_commands()) == {"api", "worker-express", "worker-standard", "scheduler"}
     assert services["worker-standard"]["deploy"]["replicas"] == 2
     for name, service in services.items():
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD", name
         if test[1] == "ytcaption":
             assert test[2] in cli.commands and CliRunner().invoke(cli, [test[2], "--help"]).exit_code == 0
+
+
+def test_the_po_token_server_is_off_by_default_private_and_of_the_plugins_version():
+    """bgutil's server runs only with `--profile youtube-pot`, is never published (it is unauthenticated),
+    and is the version of the plugin the youtube-pot extra installs (the two must match)."""
+    bgutil = compose_services()["bgutil"]
+    assert bgutil["profiles"] == ["youtube-pot"]
+    assert "ports" not in bgutil and bgutil["expose"] == ["4416"]
+    image, _, tag = bgutil["image"].partition(":")
+    assert image == "brainicism/bgutil-ytdlp-pot-provider"
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["youtube-pot"]
+    assert extra == [f"bgutil-ytdlp-pot-provider=={tag}"]
+    assert not set(compose_services()["bgutil"].get("depends_on", {}))
+
+
+def test_the_image_installs_the_extras_compose_asks_for():
+    app = compose_services()["api"]
+    assert app["build"] == {"context": ".", "args": {"EXTRAS": "${YTCAPTION_EXTRAS:-}"}}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ARG EXTRAS=""' in dockerfile and 'pip install ".${EXTRAS:+[$EXTRAS]}"' in dockerfile
+    for extras, expected in (("", "."), ("youtube-pot", ".[youtube-pot]")):  # the line, as sh expands it
+        line = subprocess.run(["sh", "-c", 'echo ".${EXTRAS:+[$EXTRAS]}"'], env={"EXTRAS": extras},
+                              capture_output=True, text=True, check=True).stdout.strip()
+        assert line == expected
