@@ -53,8 +53,8 @@ RECOVERED = JobMetric("ytcaption_jobs_recovered", "counter", ("reason",),
 PROXY_DOWNLOADS = JobMetric(
     "ytcaption_proxy_downloads", "counter", ("proxy", "outcome"),
     "Downloads through each of YTDLP_PROXIES (named scheme://host:port, without credentials): success, or the "
-    "failure after which the job tried the next proxy (proxy_error: refused, reset, 407 or 5xx from the proxy; "
-    "bot_check: YouTube's \"confirm you're not a bot\").")
+    "failure after which the job tried the next proxy (proxy_error: the connection refused, reset or timed out, "
+    "407 or 5xx from the proxy; bot_check: YouTube's \"confirm you're not a bot\").")
 ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
 JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS, PROXY_DOWNLOADS)
 
