@@ -16,7 +16,8 @@ from app.core.settings import Settings
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Environment variables the docs name that are not ytcaption's settings.
-OTHER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME", "ADMIN_KEY", "KEY_ID", "MAX_JOBS"}
+# YTCAPTION_EXTRAS: docker-compose.yml's build argument (the pip extras of the image), read by compose only.
+OTHER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME", "ADMIN_KEY", "KEY_ID", "MAX_JOBS", "YTCAPTION_EXTRAS"}
 
 
 def shell_lines(path: Path) -> list[str]:

@@ -29,11 +29,11 @@ class Lines:
     info = warning = error = debug
 
 
-def verbose_ytdlp(settings: Settings, directory: Path) -> tuple[YoutubeDL, Lines]:
+def verbose_ytdlp(settings: Settings, directory: Path, **given) -> tuple[YoutubeDL, Lines]:
     """A YoutubeDL with exactly the worker's options, made verbose so that it prints its debug header."""
     lines = Lines()
-    options = ytdlp.ytdlp_options(settings, directory=directory)
-    options.update(verbose=True, quiet=False, logger=lines)
+    options = ytdlp.ytdlp_options(settings, directory=directory, logger=lines, **given)
+    options.update(verbose=True, quiet=False)
     return YoutubeDL(options), lines
 
 
@@ -111,6 +111,17 @@ def test_the_worker_does_not_start_with_a_missing_js_runtime(config, monkeypatch
     assert result.returncode == 1
     assert "YTDLP_JS_RUNTIME='node:/nonexistent' is invalid: '/nonexistent' is not an executable file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_what_ytdlp_logs_names_a_proxy_without_its_password(tmp_path):
+    """yt-dlp's debug header prints its options, the proxy's URL among them."""
+    settings = Settings.load({"YTDLP_PROXIES": "http://ann:s3cret@127.0.0.1:3128"})
+    ydl, log = verbose_ytdlp(settings, tmp_path, proxy=settings.proxies[0].url)
+    with ydl:
+        pass
+    said = "\n".join(log.lines)
+    assert "'proxy': 'http://127.0.0.1:3128'" in said
+    assert "s3cret" not in said
 
 
 # --- extractor arguments ------------------------------------------------------------------------

@@ -171,7 +171,7 @@ class Settings(BaseSettings):
         "starts at the next proxy in turn and, on a proxy failure or a YouTube bot check, tries the next. "
         "Non-YouTube downloads use the `http://` ones only (docs/operations.md#youtube). Never logged."))
     ytdlp_extractor_args: str | None = Field(None, description=(
-        "yt-dlp's `--extractor-args`, in its format: `IE_KEY:KEY=VALUE[,VALUE...][;KEY=...]`, several groups "
+        "yt-dlp's `--extractor-args`, in its format: `extractor:key=value[,value...][;key=...]`, several groups "
         "separated by spaces, e.g. `youtube:player_client=default,mweb youtubepot-bgutilhttp:base_url=http://"
         "bgutil:4416`. Checked with yt-dlp's own parser when a worker starts."))
 
