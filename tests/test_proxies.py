@@ -108,3 +108,37 @@ def test_jobs_start_at_the_next_proxy_in_turn(redis):
 def test_non_youtube_downloads_use_only_the_http_proxies():
     settings = Settings.load({"YTDLP_PROXIES": "socks5://a.example:1,http://b.example:2,https://c.example:3"})
     assert [proxy.label for proxy in ytdlp.egress_proxies(settings)] == ["http://b.example:2"]
+
+
+def test_a_bot_check_sends_the_download_through_the_next_proxy(tmp_path, redis, media_server, monkeypatch):
+    """What YouTube's bot check does to a download cannot be had on loopback: here the media server refuses
+    the first request (503), and the classifier is made to take that refusal for YouTube's bot check."""
+    from app.core.errors import YouTubeBotCheck
+    from workers import download
+
+    monkeypatch.setattr(download, "classify", lambda exc: YouTubeBotCheck())
+    with ForwardProxy() as first, ForwardProxy() as second:
+        settings = Settings.load({"ALLOWED_URL_HOSTS": "127.0.0.1:*",
+                                  "YTDLP_PROXIES": f"http://127.0.0.1:{first.port},http://127.0.0.1:{second.port}"})
+        media = fetch_audio(media_server.url("fox.m4a", fail=1, token=tmp_path.name), tmp_path, settings,
+                            max_duration=600, connection=redis)
+    assert media.path.exists()
+    assert first.requests and second.requests
+    assert {key.decode(): int(value) for key, value in redis.hgetall("ytcaption:metrics:proxy_downloads").items()} == {
+        f"http://127.0.0.1:{first.port}|bot_check": 1, f"http://127.0.0.1:{second.port}|success": 1}
+
+
+def test_bot_checks_through_every_proxy_fail_the_attempt_as_a_bot_check(tmp_path, redis, media_server, monkeypatch):
+    from app.core.errors import YouTubeBotCheck
+    from workers import download
+
+    monkeypatch.setattr(download, "classify", lambda exc: YouTubeBotCheck())
+    with ForwardProxy() as first, ForwardProxy() as second:
+        settings = Settings.load({"ALLOWED_URL_HOSTS": "127.0.0.1:*",
+                                  "YTDLP_PROXIES": f"http://127.0.0.1:{first.port},http://127.0.0.1:{second.port}"})
+        with pytest.raises(YouTubeBotCheck) as caught:
+            fetch_audio(media_server.url("fox.m4a", fail=100, token=tmp_path.name), tmp_path, settings,
+                        max_duration=600, connection=redis)
+    assert caught.value.transient  # the job-level retry applies
+    assert {key.decode(): int(value) for key, value in redis.hgetall("ytcaption:metrics:proxy_downloads").items()} == {
+        f"http://127.0.0.1:{first.port}|bot_check": 1, f"http://127.0.0.1:{second.port}|bot_check": 1}
