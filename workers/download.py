@@ -209,6 +209,7 @@ def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator
     try:
         yield
     except (DownloadError, ExtractorError) as exc:
+        _close_responses(exc)
         if proxy is not None and proxy.too_large:
             raise FileTooLarge(_too_large(proxy.max_bytes)) from exc
         if proxy is not None and proxy.refused:
@@ -219,6 +220,15 @@ def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator
         if proxied and proxy is None and _proxy_failed(exc):
             raise ProxyFailed(_proxy_failure_kind(exc)) from exc
         raise classify(exc) from exc
+
+
+def _close_responses(exc: BaseException) -> None:
+    """Close the connection of each HTTP error answer in ``exc``'s chain: yt-dlp leaves it open, and the
+    error outlives the download (a job may try its next proxy; the failure is kept until the end)."""
+    cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
+    for link in _chain(cause):
+        if isinstance(link, HTTPError):
+            link.close()
 
 
 def _proxy_failed(exc: BaseException) -> bool:
