@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -12,35 +13,27 @@ from urllib.parse import urlsplit
 
 from yt_dlp import YoutubeDL
 from yt_dlp.networking.exceptions import HTTPError, TransportError
-from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
+from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
 from app.core.errors import (
+    AgeRestricted,
     FileTooLarge,
+    GeoBlocked,
     JobError,
+    LiveNotSupported,
+    MembersOnly,
+    PrivateVideo,
     RedirectNotAllowed,
     TransientDownloadError,
     UnsupportedURL,
     VideoTooLong,
     VideoUnavailable,
+    YouTubeBotCheck,
 )
 from app.core.urls import YOUTUBE_HOSTS
 from workers.egress import EgressProxy
 
 log = logging.getLogger(__name__)
-
-# Phrases YouTube uses for videos that will never download, whatever we retry.
-_GONE = (
-    "video unavailable",
-    "private video",
-    "has been removed",
-    "is not available",
-    "no longer available",
-    "members-only",
-    "sign in to confirm your age",
-    "account associated with this video has been terminated",
-    "copyright",
-)
-
 
 @dataclass(frozen=True)
 class Media:
@@ -67,8 +60,9 @@ def fetch_audio(
     (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
 
     Raises:
-        VideoTooLong, FileTooLarge, VideoUnavailable, UnsupportedURL, RedirectNotAllowed,
-        TransientDownloadError.
+        VideoTooLong, FileTooLarge, LiveNotSupported, UnsupportedURL, RedirectNotAllowed, and what
+        ``classify`` makes of yt-dlp's errors (VideoUnavailable and its kinds, YouTubeBotCheck,
+        TransientDownloadError).
     """
     # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
     youtube = urlsplit(url).hostname in YOUTUBE_HOSTS
@@ -111,8 +105,7 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         info = ydl.extract_info(url, download=False)
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
-        if info.get("is_live"):
-            raise UnsupportedURL("Live streams cannot be transcribed; submit the video once the stream has ended.")
+        _refuse_live(info)
         duration = info.get("duration")
         if duration and duration > max_duration:
             raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
@@ -128,6 +121,25 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
             raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
         _check_size(Path(downloads[0]["filepath"]).stat().st_size, max_bytes)
         return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
+
+
+def _refuse_live(info: dict[str, Any]) -> None:
+    """Refuse, from the metadata, a stream that is not over: its download would never end, or end cut.
+
+    ``post_live`` is YouTube's stream that has just ended: its recording is still being processed,
+    and only its last two hours can be downloaded meanwhile. It is refused as for good (a job's
+    retries come within minutes; the processing takes hours): the client submits it again.
+    """
+    status = info.get("live_status") or ("is_live" if info.get("is_live") else None)
+    if status == "is_live":
+        raise LiveNotSupported("The video is a live stream that has not ended; live streams cannot be "
+                               "transcribed. Submit the video again once the stream has ended.")
+    if status == "is_upcoming":
+        raise LiveNotSupported("The video is a live stream or premiere that has not started yet; submit it "
+                               "again once it has ended.")
+    if status == "post_live":
+        raise LiveNotSupported("The live stream has just ended and its recording is still being processed; "
+                               "submit the video again once the recording is published (this can take hours).")
 
 
 def _check_size(size: float, max_bytes: int) -> None:
@@ -175,25 +187,116 @@ def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
 
 
 def classify(exc: Exception) -> JobError:
-    """Decide whether a yt-dlp failure is worth retrying."""
+    """Map a yt-dlp failure to the ``JobError`` that tells the client what happened and whether retrying helps.
+
+    yt-dlp raises a ``DownloadError`` whose ``exc_info`` holds what caused it: an ``ExtractorError``
+    (the site's reason in its message), a ``GeoRestrictedError``, or the ``HTTPError`` or
+    ``TransportError`` of a request that failed. Types decide where yt-dlp gives one; YouTube's
+    reasons are told apart by their words (``_YOUTUBE_SAYS``).
+    """
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
     for link in _chain(cause):
         if isinstance(link, JobError):
             return link  # raised by our own guard inside yt-dlp
-    message = _clean(str(exc))
+    reason = _reason(exc, cause)
+    site = "YouTube" if str(getattr(cause, "ie", None) or "").startswith("youtube") else "The site"
     if isinstance(cause, UnsupportedError):
-        return UnsupportedURL(f"No video was found at this URL ({message}).")
+        return UnsupportedURL(f"No video was found at this URL ({reason}).")
+    if isinstance(cause, GeoRestrictedError):
+        return GeoBlocked(_SAYS[GeoBlocked].format(site=site, reason=reason))
     if isinstance(cause, HTTPError):
+        if cause.status in (403, 429) and _is_youtube(cause.response.url):
+            # Google's answer to too many requests, or to requests it takes for a bot's (a media URL
+            # fetched without the PO token YouTube now wants): the server is refused, not the video.
+            return YouTubeBotCheck(f"YouTube answered HTTP {cause.status}. {_REFUSED}")
         if cause.status == 429 or cause.status >= 500:
             return TransientDownloadError(f"The video host answered HTTP {cause.status}; try again later.")
-        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({message}).")
+        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({reason}).")
     if isinstance(cause, TransportError):
-        return TransientDownloadError(f"Network error while downloading: {message}.")
-    if any(phrase in message.lower() for phrase in _GONE):
-        return VideoUnavailable(message)
+        return TransientDownloadError(f"Network error while downloading: {reason}.")
+    words = reason.translate(_STRAIGHT_APOSTROPHES).lower()
+    for error, phrases in _YOUTUBE_SAYS:
+        if any(phrase in words for phrase in phrases):
+            return error(_SAYS[error].format(site=site, reason=reason))
     if isinstance(cause, ExtractorError) and cause.expected:
-        return VideoUnavailable(message)
-    return TransientDownloadError(message)
+        return VideoUnavailable(_SAYS[VideoUnavailable].format(site=site, reason=reason))
+    return TransientDownloadError(reason)
+
+
+# What YouTube says, as yt-dlp passes it on (the playability reason, in English, then ". " and the
+# subreason), and what yt-dlp itself says about YouTube. The first match wins, so the order matters:
+# a bot check or a rate limit may come after "Video unavailable" in the same message, and a private
+# video's subreason says "Sign in if you've been granted access". tests/test_youtube_errors.py has
+# each message and where it comes from.
+_YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
+    (YouTubeBotCheck, (
+        "confirm you're not a bot",
+        "captcha challenge",
+        "this content isn't available, try again later",  # yt-dlp: "rate-limited by YouTube for up to an hour"
+        "your ip is likely being blocked",  # yt-dlp: every player response was another video's
+        # yt-dlp: every player request failed. It logs each failure (mostly HTTP 403 or 429) as a
+        # warning only; on a server whose network works, that is YouTube refusing the server.
+        "failed to extract any player response",
+    )),
+    (LiveNotSupported, (
+        "live event will begin",
+        "premieres in",
+        "premiere will begin",
+        "this live event has ended",  # it has just ended: its recording is not ready yet
+        "live stream recording is not available",
+    )),
+    (PrivateVideo, ("private video", "this video is private")),
+    (MembersOnly, ("members-only", "join this channel", "this channel's members")),
+    (AgeRestricted, ("confirm your age", "age-restricted", "inappropriate for some users")),
+    (GeoBlocked, ("available in your country", "available from your location")),
+    (VideoUnavailable, (
+        "video unavailable",
+        "this video is unavailable",
+        "has been removed",
+        "no longer available",
+        "is not available",
+        "has been terminated",
+        "copyright",
+        "does not exist",
+    )),
+)
+
+_REFUSED = ("YouTube is refusing this server's IP address, not this video. The job is retried; if this goes "
+            "on, the operator must give the server YouTube cookies (YTDLP_COOKIES_FILE), proxies "
+            "(YTDLP_PROXIES) or PO tokens.")
+_NEVER = "retrying will not help."
+_SAYS: dict[type[JobError], str] = {
+    YouTubeBotCheck: '{site} says: "{reason}". ' + _REFUSED,
+    LiveNotSupported: ('{site} says: "{reason}". A live stream or premiere can be transcribed only once it has '
+                       "ended and its recording is published; submit the video again then."),
+    PrivateVideo: '{site} says: "{reason}". The video is private; ' + _NEVER,
+    MembersOnly: '{site} says: "{reason}". The video is for the channel\'s members only; ' + _NEVER,
+    AgeRestricted: ('{site} says: "{reason}". The video is age-restricted, shown only to signed-in adults; '
+                    + _NEVER),
+    GeoBlocked: ('{site} says: "{reason}". The video is not available in the country this server downloads '
+                 "from; " + _NEVER),
+    VideoUnavailable: '{site} says: "{reason}". The video is unavailable; ' + _NEVER,
+}
+
+# What yt-dlp adds to a site's reason: advice for its command line (after ". "), and lines of its
+# own (a geo restriction's countries, "You might want to use a VPN").
+_YTDLP_ADDITIONS = re.compile(r"\.?\s+(?:Use --|See |Also see |The current session |Your account |"
+                              r"It is recommended |For more information|\(caused by )|; please report |\n")
+_YTDLP_PREFIX = re.compile(r"^(?:ERROR: )?(?:\[[^\]]+\] (?:[\w-]+: )?)?")
+_STRAIGHT_APOSTROPHES = str.maketrans("\u2018\u2019\u02bc\u2032`", "'''''")
+# YouTube's pages, its media hosts, and Google's "sorry" page that an over-eager client is sent to.
+_YOUTUBE_DOMAINS = ("youtube.com", "youtu.be", "youtube-nocookie.com", "googlevideo.com", "google.com")
+
+
+def _reason(exc: Exception, cause: BaseException | None) -> str:
+    """The site's own words, without yt-dlp's "ERROR: [youtube] <id>: ", advice or plea for bug reports."""
+    message = cause.orig_msg if isinstance(cause, ExtractorError) else _YTDLP_PREFIX.sub("", str(exc))
+    return _YTDLP_ADDITIONS.split(message.strip(), maxsplit=1)[0].strip().removesuffix(".")
+
+
+def _is_youtube(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in _YOUTUBE_DOMAINS)
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -202,7 +305,3 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(exc))
         yield exc
         exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
-
-
-def _clean(message: str) -> str:
-    return message.removeprefix("ERROR: ").strip()
