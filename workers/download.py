@@ -215,6 +215,8 @@ def classify(exc: Exception) -> JobError:
     if isinstance(cause, TransportError):
         return TransientDownloadError(f"Network error while downloading: {reason}.")
     words = reason.translate(_STRAIGHT_APOSTROPHES).lower()
+    if any(phrase in words for phrase in _YTDLP_SAYS_REFUSED):
+        return YouTubeBotCheck(f"YouTube answered none of this server's requests for the video. {_REFUSED}")
     for error, phrases in _YOUTUBE_SAYS:
         if any(phrase in words for phrase in phrases):
             return error(_SAYS[error].format(site=site, reason=reason))
@@ -233,10 +235,6 @@ _YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
         "confirm you're not a bot",
         "captcha challenge",
         "this content isn't available, try again later",  # yt-dlp: "rate-limited by YouTube for up to an hour"
-        "your ip is likely being blocked",  # yt-dlp: every player response was another video's
-        # yt-dlp: every player request failed. It logs each failure (mostly HTTP 403 or 429) as a
-        # warning only; on a server whose network works, that is YouTube refusing the server.
-        "failed to extract any player response",
     )),
     (LiveNotSupported, (
         "live event will begin",
@@ -261,9 +259,16 @@ _YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
     )),
 )
 
-_REFUSED = ("YouTube is refusing this server's IP address, not this video. The job is retried; if this goes "
-            "on, the operator must give the server YouTube cookies (YTDLP_COOKIES_FILE), proxies "
-            "(YTDLP_PROXIES) or PO tokens.")
+# yt-dlp's own words when YouTube answered none of its requests for the video's player: each
+# refusal (mostly HTTP 403 or 429) is only a warning in the worker's log. On a server whose
+# network works, that is YouTube refusing the server.
+_YTDLP_SAYS_REFUSED = (
+    "failed to extract any player response",
+    "your ip is likely being blocked",  # every player response was another video's
+)
+_REFUSED = ("YouTube is refusing this server's IP address, not this video. The job is retried while it has "
+            "attempts left; if this goes on, the operator must give the server YouTube cookies "
+            "(YTDLP_COOKIES_FILE), proxies (YTDLP_PROXIES) or PO tokens.")
 _NEVER = "retrying will not help."
 _SAYS: dict[type[JobError], str] = {
     YouTubeBotCheck: '{site} says: "{reason}". ' + _REFUSED,
