@@ -16,6 +16,8 @@ from yt_dlp.utils import DownloadError
 
 from app.core.errors import JobError, LiveNotSupported, public_message
 from tests.fake_youtube import URL, fake_youtube, playability, playable, youtube_dl
+from tests.helpers import status as job_status
+from tests.helpers import submit
 from workers.download import _refuse_live, classify
 from workers.jobs import is_transient
 
@@ -180,7 +182,7 @@ def test_a_429_from_another_host_is_an_ordinary_transient_failure(tmp_path):
 ])
 def test_a_stream_that_is_not_over_is_refused_from_its_metadata(details, status):
     """yt-dlp's live_status for YouTube's videoDetails flags (_video.py _list_formats); refused before
-    any media byte is fetched (the test for a loopback live stream is in test_live_streams.py)."""
+    any media byte is fetched (the whole way, with a loopback live stream: below)."""
     handler = fake_youtube(playable(**details))
     with youtube_dl(handler) as ydl:
         info = ydl.extract_info(URL, download=False)
@@ -195,3 +197,49 @@ def test_a_finished_stream_or_a_video_is_accepted():
     for details in ({"isLiveContent": True}, {}):  # was_live, and a video never live
         with youtube_dl(fake_youtube(playable(**details))) as ydl:
             _refuse_live(ydl.extract_info(URL, download=False))
+
+
+# --- a live stream on loopback, the whole way: API, worker, yt-dlp's generic extractor --------------
+
+#: An HLS media playlist without #EXT-X-ENDLIST: more segments are still to come. yt-dlp's generic
+#: extractor fetches it again to check (extractor/generic.py _extra_manifest_info; common.py
+#: _parse_m3u8_vod_duration finds no duration without the end tag) and reports live_status "is_live".
+LIVE_PLAYLIST = """#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-TARGETDURATION:4
+#EXT-X-MEDIA-SEQUENCE:{sequence}
+#EXTINF:4.0,
+{name}-segment-{sequence}.ts
+#EXTINF:4.0,
+{name}-segment-{next}.ts
+"""
+#: A DASH manifest of type "dynamic" is a live one too (generic.py, the MPD branch of _real_extract).
+LIVE_MPD = """<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" profiles="urn:mpeg:dash:profile:isoff-live:2011"
+     availabilityStartTime="2026-01-01T00:00:00Z" minimumUpdatePeriod="PT4S" minBufferTime="PT2S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet mimeType="audio/mp4" segmentAlignment="true">
+      <Representation id="audio" codecs="mp4a.40.2" bandwidth="128000" audioSamplingRate="48000">
+        <SegmentTemplate media="{name}-segment-$Number$.m4s" initialization="{name}-init.m4s" duration="4"
+                         timescale="1" startNumber="0"/>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+@pytest.mark.parametrize(("extension", "document"), [("m3u8", LIVE_PLAYLIST), ("mpd", LIVE_MPD)])
+def test_a_live_stream_fails_at_once_without_fetching_any_media(client, make_user, media_server, run_worker,
+                                                               extension, document):
+    _, headers = make_user("pro")
+    name = f"live-{extension}"
+    url = media_server.add(f"{name}.{extension}", document.format(name=name, sequence=7, next=8).encode())
+    job_id = submit(client, headers, url).get_json()["job_id"]
+    run_worker()
+
+    body = job_status(client, headers, job_id)
+    assert (body["status"], body["error"]["type"], body["attempt"]) == ("failed", "live_not_supported", 1), body
+    assert "live stream" in body["error"]["message"]
+    assert media_server.requests_for(f"{name}.{extension}")  # the manifest was read...
+    assert not media_server.requests_for(f"{name}-segment") and not media_server.requests_for(f"{name}-init")
