@@ -55,7 +55,8 @@ def fetch_audio(
     """Download the best audio of ``url`` into ``directory``.
 
     The duration and size in the metadata are checked (the duration passed to ``on_duration``)
-    before anything is downloaded, and the size again while downloading. A URL on an allowed
+    before anything is downloaded, and the size again while downloading; a stream that is live,
+    still to come or just ended is refused from the metadata too. A URL on an allowed
     non-YouTube host is downloaded through an ``EgressProxy``: every request, whoever makes it
     (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
 

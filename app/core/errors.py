@@ -287,7 +287,7 @@ class GeoBlocked(VideoUnavailable):
 
 class LiveNotSupported(JobError):
     """A live stream not over, a stream or premiere still to come, or one just ended whose recording YouTube
-    is still processing: refused before any download. Submit the video again once its recording is out."""
+    is still processing: refused before any download; submit the video again once its recording is published."""
 
     code = "live_not_supported"
     default_message = "Live streams cannot be transcribed; submit the video once the stream has ended."
