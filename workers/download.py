@@ -234,7 +234,7 @@ def classify(exc: Exception) -> JobError:
 _YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
     (YouTubeBotCheck, (
         "confirm you're not a bot",
-        "captcha challenge",
+        "captcha challenge",  # yt-dlp: "YouTube is requiring a captcha challenge before playback"
         "this content isn't available, try again later",  # yt-dlp: "rate-limited by YouTube for up to an hour"
     )),
     (LiveNotSupported, (
