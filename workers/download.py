@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from yt_dlp import YoutubeDL
-from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
 from app.core.errors import (
@@ -248,11 +248,12 @@ def warm_up() -> None:
 def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
     """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions).
 
-    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403".
+    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403". A
+    network error comes unwrapped from ``YoutubeDL.dl`` (the captions' download), hence ``RequestError``.
     """
     try:
         yield
-    except (DownloadError, ExtractorError) as exc:
+    except (DownloadError, ExtractorError, RequestError) as exc:
         if proxy is not None and proxy.too_large:
             raise FileTooLarge(_too_large(proxy.max_bytes)) from exc
         if proxy is not None and proxy.refused:
