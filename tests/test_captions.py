@@ -281,6 +281,18 @@ def test_captions_in_another_language_only_are_not_used(client, pro, media_serve
                                 "languages with `language`.")
 
 
+def test_captions_in_a_format_not_read_are_not_used(client, pro, media_server, run_worker):
+    page, _ = video_page(media_server, "en")
+    page_path = page.rsplit("/", 1)[1]
+    html = (media_server.directory / page_path).read_text().replace('.vtt"', '.ttml"')
+    media_server.add(page_path, html.encode())
+    job_id = submit(client, pro, page, source="captions").get_json()["job_id"]
+    run_worker()
+    error = status(client, pro, job_id)["error"]
+    assert (error["type"], error["message"]) == (
+        "no_captions", "The video's 'en' captions are offered only as ttml, which this server does not read.")
+
+
 def test_a_batch_takes_a_source_per_video(client, pro, media_server, run_worker):
     captioned, _ = video_page(media_server, "en")
     plain, _ = video_page(media_server, track=None, media="fox.m4a")

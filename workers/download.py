@@ -48,6 +48,8 @@ _GONE = (
 
 #: Caption formats ``parse_vtt`` reads, best first (YouTube offers vtt; a page's <track> is WebVTT).
 CAPTION_FORMATS = ("vtt", "srt")
+#: The largest captions file read (a three-hour video's WebVTT is well under 1 MB).
+MAX_CAPTION_BYTES = 50 * 10**6
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,13 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         metadata = describe(info)
         if source != "whisper":
             track = choose_track(info.get("subtitles"), language, info.get("language"))
-            segments = _read_captions(ydl, info, track, directory) if track is not None else None
+            chosen = _readable(info["subtitles"][track]) if track is not None else None
+            segments = _read_captions(ydl, info, chosen, directory) if chosen is not None else None
             if segments:
                 return Media(metadata, captions=segments, caption_track=track)
             if source == "captions":
-                raise _no_captions(info.get("subtitles"), track, language)
+                raise _no_captions(info.get("subtitles"), track, chosen, language)
+            # auto: no captions it can use, so Whisper
         _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
                         for f in info.get("requested_formats") or [info]), max_bytes)
         info = ydl.process_ie_result(info, download=True)
@@ -184,8 +188,19 @@ def describe(info: dict[str, Any]) -> Metadata:
                     chapters=sorted(chapters, key=lambda chapter: chapter["start"]))
 
 
-def _no_captions(subtitles: dict[str, Any] | None, track: str | None, language: str | None) -> NoCaptions:
+def _readable(offered: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The format of a track to download, as ``subtitlesformat="vtt/srt"`` would choose it: the
+    last (yt-dlp lists the best last) of the first of ``CAPTION_FORMATS`` offered."""
+    return next((item for ext in CAPTION_FORMATS for item in reversed(offered) if item.get("ext") == ext), None)
+
+
+def _no_captions(subtitles: dict[str, Any] | None, track: str | None, chosen: dict[str, Any] | None,
+                 language: str | None) -> NoCaptions:
     if track is not None:
+        if chosen is None:
+            formats = ", ".join(sorted({str(item.get("ext")) for item in subtitles[track]}))
+            return NoCaptions(f"The video's {track!r} captions are offered only as {formats}, which this server "
+                              "does not read.")
         return NoCaptions(f"The video's {track!r} captions are empty.")
     offered = caption_tracks(subtitles)
     if not offered:
@@ -195,25 +210,22 @@ def _no_captions(subtitles: dict[str, Any] | None, track: str | None, language: 
                       "ask for one of those languages with `language`.")
 
 
-def _read_captions(ydl: YoutubeDL, info: dict[str, Any], track: str, directory: Path) -> list[Segment]:
-    """Download the captions ``track`` with ``ydl`` (its options, its proxy) and read them.
+def _read_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path) -> list[Segment]:
+    """Download the captions format ``chosen`` with ``ydl`` (its options, its proxy) and read them.
 
-    The track's format is chosen here, as ``subtitlesformat="vtt/srt"`` would: the info was
-    extracted once, without knowing which track the job wants, and ``ydl.dl`` downloads it as
-    yt-dlp's own ``writesubtitles`` does, without downloading the video or extracting it again.
+    The info was extracted once, before the track could be chosen; ``ydl.dl`` downloads the track
+    as yt-dlp's own ``writesubtitles`` does, without downloading the video or extracting it again.
     """
-    offered = info["subtitles"][track]
-    chosen = next((item for ext in CAPTION_FORMATS for item in reversed(offered) if item.get("ext") == ext), None)
-    if chosen is None:
-        raise NoCaptions(f"The video's {track!r} captions are offered only as "
-                         f"{', '.join(sorted({str(item.get('ext')) for item in offered}))}, which this server does "
-                         "not read.")
     if chosen.get("data") is not None:  # some extractors hand the captions over inline
         return parse_vtt(chosen["data"])
     path = directory / f"captions.{chosen['ext']}"
     request = {**chosen, "http_headers": chosen.get("http_headers") or info.get("http_headers")}
     if not ydl.dl(str(path), request, subtitle=True) or not path.exists():
-        raise TransientDownloadError(f"The video's {track!r} captions could not be downloaded.")
+        raise TransientDownloadError("The video's captions could not be downloaded.")
+    # Read into memory whole: a track far larger than any real one (hours of captions are a few MB) is refused.
+    if path.stat().st_size > MAX_CAPTION_BYTES:
+        raise FileTooLarge(f"The captions file is larger than {MAX_CAPTION_BYTES // 10**6} MB, "
+                           "the most this server reads.")
     return parse_vtt(path.read_text(encoding="utf-8", errors="replace"))
 
 
