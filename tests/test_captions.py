@@ -47,7 +47,8 @@ from the mines to the harbour.
 Travel that once took a week could now be done in a single day.
 
 00:00:17.000 --> 00:00:24.000
-Towns grew up along the lines, and clocks across the country were set to the same time so that the timetables would work.
+Towns grew up along the lines, and clocks across the country
+were set to the same time so that the timetables would work.
 """
 
 CHAPTERS = [("Welcome", 0, 6), ("The first trains", 6, 13), ("A country on time", 13, 24)]
