@@ -214,6 +214,17 @@ def test_captions_in_any_language_need_no_multilingual_model(client, pro):
     assert refused.get_json()["error"] == "unknown_language"  # auto may fall back to the model
 
 
+def test_an_idempotency_key_is_for_one_source(client, pro):
+    def send(**fields):
+        return client.post("/api/v1/transcribe/async/submit", headers={**pro, "Idempotency-Key": "k1"},
+                           json={"youtube_url": "https://youtu.be/jNQXAC9IVRw", **fields})
+
+    first = send(source="captions")
+    assert first.status_code == 202
+    assert send(source="captions").get_json()["job_id"] == first.get_json()["job_id"]
+    assert send().status_code == 422  # the same key, the default source: another request
+
+
 def test_the_openapi_document_lists_the_sources(client):
     spec = client.get("/openapi.json").get_json()["components"]["schemas"]
     assert spec["SubmitBody"]["properties"]["source"]["enum"] == ["whisper", "captions", "auto"]
@@ -292,6 +303,23 @@ def test_captions_in_a_format_not_read_are_not_used(client, pro, media_server, r
     error = status(client, pro, job_id)["error"]
     assert (error["type"], error["message"]) == (
         "no_captions", "The video's 'en' captions are offered only as ttml, which this server does not read.")
+
+
+def test_a_captions_file_that_is_gone_means_no_captions(client, pro, media_server, run_worker):
+    """A track whose file answers 404: ``captions`` fails with no_captions, ``auto`` transcribes the audio."""
+    page, _ = video_page(media_server, "en", media="fox.m4a")
+    page_path = page.rsplit("/", 1)[1]
+    html = (media_server.directory / page_path).read_text()
+    media_server.add(page_path, re.sub(r'src="([^"]+)\.vtt"', r'src="\1-gone.vtt"', html).encode())
+    only_captions = submit(client, pro, page, source="captions").get_json()["job_id"]
+    auto = submit(client, pro, page, source="auto").get_json()["job_id"]
+    run_worker()
+    failed = status(client, pro, only_captions)
+    assert (failed["error"]["type"], failed["attempt"]) == ("no_captions", 1), failed
+    assert "HTTP Error 404" in failed["error"]["message"]
+    result = status(client, pro, auto)["result"]
+    assert result["source"] == "whisper"
+    assert word_error_rate(FIXTURE_TEXT["fox.m4a"], transcript(client, pro, auto)["text"]) < 0.25
 
 
 def test_a_batch_takes_a_source_per_video(client, pro, media_server, run_worker):

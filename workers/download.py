@@ -151,7 +151,7 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         if source != "whisper":
             track = choose_track(info.get("subtitles"), language, info.get("language"))
             chosen = _readable(info["subtitles"][track]) if track is not None else None
-            segments = _read_captions(ydl, info, chosen, directory) if chosen is not None else None
+            segments = _try_captions(ydl, info, chosen, directory, proxy, source) if chosen is not None else None
             if segments:
                 return Media(metadata, captions=segments, caption_track=track)
             if source == "captions":
@@ -208,6 +208,22 @@ def _no_captions(subtitles: dict[str, Any] | None, track: str | None, chosen: di
     wanted = repr(language) if language else "English or the video's own language"
     return NoCaptions(f"The video has manual captions in {', '.join(offered)} but none in {wanted}; "
                       "ask for one of those languages with `language`.")
+
+
+def _try_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path,
+                  proxy: EgressProxy | None, source: str) -> list[Segment] | None:
+    """The captions' segments, or None when their file is gone (HTTP 404, say): the video has no
+    captions to read after all, and ``auto`` transcribes it instead. A failure worth retrying, or
+    a request the URL policy refused, fails the job as any download's would."""
+    try:
+        return _read_captions(ydl, info, chosen, directory)
+    except (DownloadError, RequestError) as exc:
+        if proxy is not None and (proxy.refused or proxy.too_large) or classify(exc).transient:
+            raise
+        if source == "captions":
+            raise NoCaptions(f"The video's captions file could not be downloaded ({_clean(str(exc))}).") from exc
+        log.warning("the captions could not be downloaded (%s); transcribing the audio instead", exc)
+        return None
 
 
 def _read_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path) -> list[Segment]:
