@@ -1,4 +1,4 @@
-"""Download the audio of one video with yt-dlp, and map yt-dlp's errors to ytcaption's."""
+"""Download one video's audio, or its own captions, with yt-dlp, and map yt-dlp's errors to ytcaption's."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from yt_dlp import YoutubeDL
-from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
 from app.core.errors import (
@@ -22,6 +23,7 @@ from app.core.errors import (
     JobError,
     LiveNotSupported,
     MembersOnly,
+    NoCaptions,
     PrivateVideo,
     RedirectNotAllowed,
     TransientDownloadError,
@@ -31,49 +33,76 @@ from app.core.errors import (
     YouTubeBotCheck,
 )
 from app.core.urls import YOUTUBE_HOSTS
+from workers.captions import caption_tracks, choose_track, parse_vtt
 from workers.egress import EgressProxy
+from workers.engines import Segment
 
 log = logging.getLogger(__name__)
 
+#: Caption formats ``parse_vtt`` reads, best first (YouTube offers vtt; a page's <track> is WebVTT).
+CAPTION_FORMATS = ("vtt", "srt")
+#: The largest captions file read (a three-hour video's WebVTT is well under 1 MB).
+MAX_CAPTION_BYTES = 50 * 10**6
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the video's page says about it (None where it says nothing)."""
+
+    title: str | None = None
+    duration: float | None = None
+    channel: str | None = None
+    upload_date: str | None = None  # ISO 8601, YYYY-MM-DD
+    #: ``{"title", "start", "end"}`` (seconds), in order; empty when the video has no chapters.
+    chapters: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Media:
-    path: Path
-    title: str | None
-    duration: float | None  # from the metadata; None when the site does not say
+    """A downloaded audio file, or the segments of the video's own captions: one of the two."""
+
+    metadata: Metadata
+    path: Path | None = None
+    captions: list[Segment] | None = None
+    caption_track: str | None = None  # yt-dlp's key of the track read, e.g. en-US
 
 
-def fetch_audio(
+def fetch_media(
     url: str,
     directory: Path,
     *,
     max_duration: int,
     max_bytes: int,
+    source: str = "whisper",
+    language: str | None = None,
     allowed_hosts: Iterable[str] = (),
     on_progress: Callable[[float], None] | None = None,
     on_duration: Callable[[float], None] | None = None,
 ) -> Media:
-    """Download the best audio of ``url`` into ``directory``.
+    """Download the best audio of ``url`` into ``directory``, or with ``source`` ``captions`` or
+    ``auto`` the video's manual captions (``workers.captions.choose_track``) when it has them.
 
     The duration and size in the metadata are checked (the duration passed to ``on_duration``)
     before anything is downloaded, and the size again while downloading; a stream that is live,
     still to come or just ended is refused from the metadata too. A URL on an allowed
     non-YouTube host is downloaded through an ``EgressProxy``: every request, whoever makes it
-    (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
+    (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent; the captions too.
 
     Raises:
-        VideoTooLong, FileTooLarge, LiveNotSupported, UnsupportedURL, RedirectNotAllowed, and what
-        ``classify`` makes of yt-dlp's errors (VideoUnavailable and its kinds, YouTubeBotCheck,
-        TransientDownloadError).
+        VideoTooLong, FileTooLarge, LiveNotSupported, UnsupportedURL, RedirectNotAllowed, NoCaptions
+        (``source`` ``captions`` only), and what ``classify`` makes of yt-dlp's errors (VideoUnavailable
+        and its kinds, YouTubeBotCheck, TransientDownloadError).
     """
     # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
     youtube = urlsplit(url).hostname in YOUTUBE_HOSTS
     with nullcontext() if youtube else EgressProxy(allowed_hosts, max_bytes=max_bytes) as proxy:
-        return _download(url, directory, proxy, max_duration=max_duration, max_bytes=max_bytes,
-                         on_progress=on_progress, on_duration=on_duration)
+        return _download(url, directory, proxy, max_duration=max_duration, max_bytes=max_bytes, source=source,
+                         language=language, on_progress=on_progress, on_duration=on_duration)
 
 
-def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_duration: int, max_bytes: int,
-              on_progress: Callable[[float], None] | None, on_duration: Callable[[float], None] | None) -> Media:
+def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_duration: int, max_bytes: int, source: str,
+              language: str | None, on_progress: Callable[[float], None] | None,
+              on_duration: Callable[[float], None] | None) -> Media:
     def hook(status: dict[str, Any]) -> None:
         if status.get("status") != "downloading":
             return
@@ -110,10 +139,20 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         duration = info.get("duration")
         if duration and duration > max_duration:
             raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
-        _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
-                        for f in info.get("requested_formats") or [info]), max_bytes)
         if duration and on_duration:
             on_duration(float(duration))
+        metadata = describe(info)
+        if source != "whisper":
+            track = choose_track(info.get("subtitles"), language, info.get("language"))
+            chosen = _readable(info["subtitles"][track]) if track is not None else None
+            segments = _try_captions(ydl, info, chosen, directory, proxy, source) if chosen is not None else None
+            if segments:
+                return Media(metadata, captions=segments, caption_track=track)
+            if source == "captions":
+                raise _no_captions(info.get("subtitles"), track, chosen, language)
+            # auto: no captions it can use, so Whisper
+        _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
+                        for f in info.get("requested_formats") or [info]), max_bytes)
         info = ydl.process_ie_result(info, download=True)
         if proxy is not None and proxy.too_large:  # cut by the proxy: to the downloader, a body that ended
             raise FileTooLarge(_too_large(proxy.max_bytes))
@@ -121,7 +160,84 @@ def _download(url: str, directory: Path, proxy: EgressProxy | None, *, max_durat
         if not downloads or not Path(downloads[0]["filepath"]).exists():
             raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
         _check_size(Path(downloads[0]["filepath"]).stat().st_size, max_bytes)
-        return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
+        return Media(metadata, path=Path(downloads[0]["filepath"]))
+
+
+def describe(info: dict[str, Any]) -> Metadata:
+    """The metadata a transcript keeps, from yt-dlp's info dict."""
+    chapters = []
+    for chapter in info.get("chapters") or []:
+        start, end = chapter.get("start_time"), chapter.get("end_time")
+        if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
+            chapters.append({"title": str(chapter.get("title") or "").strip() or f"Chapter {len(chapters) + 1}",
+                             "start": round(float(start), 3), "end": round(float(end), 3)})
+    upload_date = info.get("upload_date")
+    try:
+        upload_date = date(int(upload_date[:4]), int(upload_date[4:6]), int(upload_date[6:8])).isoformat()
+    except (TypeError, ValueError):  # absent, or not yt-dlp's YYYYMMDD
+        upload_date = None
+    duration = info.get("duration")
+    return Metadata(title=info.get("title"), duration=float(duration) if duration else None,
+                    channel=info.get("channel") or info.get("uploader"), upload_date=upload_date,
+                    chapters=sorted(chapters, key=lambda chapter: chapter["start"]))
+
+
+def _readable(offered: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The format of a track to download, as ``subtitlesformat="vtt/srt"`` would choose it: the
+    last (yt-dlp lists the best last) of the first of ``CAPTION_FORMATS`` offered."""
+    return next((item for ext in CAPTION_FORMATS for item in reversed(offered) if item.get("ext") == ext), None)
+
+
+def _no_captions(subtitles: dict[str, Any] | None, track: str | None, chosen: dict[str, Any] | None,
+                 language: str | None) -> NoCaptions:
+    if track is not None:
+        if chosen is None:
+            formats = ", ".join(sorted({str(item.get("ext")) for item in subtitles[track]}))
+            return NoCaptions(f"The video's {track!r} captions are offered only as {formats}, which this server "
+                              "does not read.")
+        return NoCaptions(f"The video's {track!r} captions are empty.")
+    offered = caption_tracks(subtitles)
+    if not offered:
+        return NoCaptions()
+    wanted = repr(language) if language else "English or the video's own language"
+    return NoCaptions(f"The video has manual captions in {', '.join(offered)} but none in {wanted}; "
+                      "ask for one of those languages with `language`.")
+
+
+def _try_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path,
+                  proxy: EgressProxy | None, source: str) -> list[Segment] | None:
+    """The captions' segments, or None when their file is gone (HTTP 404, say): the video has no
+    captions to read after all, and ``auto`` transcribes it instead. A failure worth retrying, or
+    a request the URL policy refused, fails the job as any download's would."""
+    try:
+        return _read_captions(ydl, info, chosen, directory)
+    except (DownloadError, RequestError) as exc:
+        error = classify(exc)
+        if proxy is not None and (proxy.refused or proxy.too_large) or error.transient:
+            raise
+        if source == "captions":
+            raise NoCaptions(f"The video's captions file could not be downloaded: {error.message}") from exc
+        log.warning("the captions could not be downloaded (%s); transcribing the audio instead", exc)
+        return None
+
+
+def _read_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path) -> list[Segment]:
+    """Download the captions format ``chosen`` with ``ydl`` (its options, its proxy) and read them.
+
+    The info was extracted once, before the track could be chosen; ``ydl.dl`` downloads the track
+    as yt-dlp's own ``writesubtitles`` does, without downloading the video or extracting it again.
+    """
+    if chosen.get("data") is not None:  # some extractors hand the captions over inline
+        return parse_vtt(chosen["data"])
+    path = directory / f"captions.{chosen['ext']}"
+    request = {**chosen, "http_headers": chosen.get("http_headers") or info.get("http_headers")}
+    if not ydl.dl(str(path), request, subtitle=True) or not path.exists():
+        raise TransientDownloadError("The video's captions could not be downloaded.")
+    # Read into memory whole: a track far larger than any real one (hours of captions are a few MB) is refused.
+    if path.stat().st_size > MAX_CAPTION_BYTES:
+        raise FileTooLarge(f"The captions file is larger than {MAX_CAPTION_BYTES // 10**6} MB, "
+                           "the most this server reads.")
+    return parse_vtt(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def _refuse_live(info: dict[str, Any]) -> None:
@@ -174,11 +290,12 @@ def warm_up() -> None:
 def _mapped_errors(proxy: EgressProxy | None) -> Iterator[None]:
     """Turn yt-dlp's exceptions into ytcaption's ``JobError`` family (httpx's map_exceptions).
 
-    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403".
+    What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403". A
+    network error comes unwrapped from ``YoutubeDL.dl`` (the captions' download), hence ``RequestError``.
     """
     try:
         yield
-    except (DownloadError, ExtractorError) as exc:
+    except (DownloadError, ExtractorError, RequestError) as exc:
         if proxy is not None and proxy.too_large:
             raise FileTooLarge(_too_large(proxy.max_bytes)) from exc
         if proxy is not None and proxy.refused:
