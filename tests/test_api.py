@@ -63,7 +63,7 @@ def test_submit_answers_202_with_job_id_and_status_url(client, make_user, redis)
     job = Job.fetch(body["job_id"], connection=redis)
     assert job.func_name == "workers.jobs.transcribe_video"
     assert job.kwargs == {"url": YOUTUBE, "video_id": "dQw4w9WgXcQ", "language": "en",
-                          "model": "tiny.en", "user_id": user.id, "max_duration": 3600}
+                          "model": "tiny.en", "source": "whisper", "user_id": user.id, "max_duration": 3600}
 
 
 @pytest.mark.parametrize("tier, queue", [("free", "standard"), ("pro", "express"), ("enterprise", "express")])

@@ -13,7 +13,7 @@ from app.core.settings import Settings
 from tests.forward_proxy import ForwardProxy
 from tests.helpers import status, submit
 from workers import ytdlp
-from workers.download import fetch_audio
+from workers.download import fetch_media
 
 #: The proxy's password: percent-encoded in YTDLP_PROXIES (a comma would split the list).
 PASSWORD = "pa,ss-s3cret"
@@ -85,7 +85,7 @@ def test_a_youtube_download_tries_every_proxy_then_fails_as_transient(tmp_path, 
         settings = Settings.load({"YTDLP_PROXIES": f"socks5://user:{PASSWORD.replace(',', '%2C')}@127.0.0.1:"
                                                    f"{closed_port()},http://127.0.0.1:{gateway.port}"})
         with pytest.raises(TransientDownloadError) as caught:
-            fetch_audio("https://www.youtube.com/watch?v=jNQXAC9IVRw", tmp_path, settings, max_duration=600,
+            fetch_media("https://www.youtube.com/watch?v=jNQXAC9IVRw", tmp_path, settings, max_duration=600,
                         connection=redis)
     socks, http = settings.proxies
     print(caught.value.message)
@@ -120,7 +120,7 @@ def test_a_bot_check_sends_the_download_through_the_next_proxy(tmp_path, redis, 
     with ForwardProxy() as first, ForwardProxy() as second:
         settings = Settings.load({"ALLOWED_URL_HOSTS": "127.0.0.1:*",
                                   "YTDLP_PROXIES": f"http://127.0.0.1:{first.port},http://127.0.0.1:{second.port}"})
-        media = fetch_audio(media_server.url("fox.m4a", fail=1, token=tmp_path.name), tmp_path, settings,
+        media = fetch_media(media_server.url("fox.m4a", fail=1, token=tmp_path.name), tmp_path, settings,
                             max_duration=600, connection=redis)
     assert media.path.exists()
     assert first.requests and second.requests
@@ -137,7 +137,7 @@ def test_bot_checks_through_every_proxy_fail_the_attempt_as_a_bot_check(tmp_path
         settings = Settings.load({"ALLOWED_URL_HOSTS": "127.0.0.1:*",
                                   "YTDLP_PROXIES": f"http://127.0.0.1:{first.port},http://127.0.0.1:{second.port}"})
         with pytest.raises(YouTubeBotCheck) as caught:
-            fetch_audio(media_server.url("fox.m4a", fail=100, token=tmp_path.name), tmp_path, settings,
+            fetch_media(media_server.url("fox.m4a", fail=100, token=tmp_path.name), tmp_path, settings,
                         max_duration=600, connection=redis)
     assert caught.value.transient  # the job-level retry applies
     assert {key.decode(): int(value) for key, value in redis.hgetall("ytcaption:metrics:proxy_downloads").items()} == {

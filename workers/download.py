@@ -1,4 +1,4 @@
-"""Download the audio of one video with yt-dlp, and map yt-dlp's errors to ytcaption's."""
+"""Download one video's audio, or its own captions, with yt-dlp, and map yt-dlp's errors to ytcaption's."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis import Redis
 from yt_dlp import YoutubeDL
-from yt_dlp.networking.exceptions import HTTPError, TransportError
-from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
+from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
+from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
 from app.core import stats
 from app.core.errors import (
+    AgeRestricted,
     FileTooLarge,
+    GeoBlocked,
     JobError,
+    LiveNotSupported,
+    MembersOnly,
+    NoCaptions,
+    PrivateVideo,
     RedirectNotAllowed,
     TransientDownloadError,
     UnsupportedURL,
@@ -31,55 +38,70 @@ from app.core.proxies import Proxy
 from app.core.settings import Settings
 from app.core.urls import YOUTUBE_HOSTS
 from workers import ytdlp
+from workers.captions import caption_tracks, choose_track, parse_vtt
 from workers.egress import EgressProxy
+from workers.engines import Segment
 
 log = logging.getLogger(__name__)
 
-# Phrases YouTube uses for videos that will never download, whatever we retry.
-_GONE = (
-    "video unavailable",
-    "private video",
-    "has been removed",
-    "is not available",
-    "no longer available",
-    "members-only",
-    "sign in to confirm your age",
-    "account associated with this video has been terminated",
-    "copyright",
-)
+#: Caption formats ``parse_vtt`` reads, best first (YouTube offers vtt; a page's <track> is WebVTT).
+CAPTION_FORMATS = ("vtt", "srt")
+#: The largest captions file read (a three-hour video's WebVTT is well under 1 MB).
+MAX_CAPTION_BYTES = 50 * 10**6
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the video's page says about it (None where it says nothing)."""
+
+    title: str | None = None
+    duration: float | None = None
+    channel: str | None = None
+    upload_date: str | None = None  # ISO 8601, YYYY-MM-DD
+    #: ``{"title", "start", "end"}`` (seconds), in order; empty when the video has no chapters.
+    chapters: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Media:
-    path: Path
-    title: str | None
-    duration: float | None  # from the metadata; None when the site does not say
+    """A downloaded audio file, or the segments of the video's own captions: one of the two."""
+
+    metadata: Metadata
+    path: Path | None = None
+    captions: list[Segment] | None = None
+    caption_track: str | None = None  # yt-dlp's key of the track read, e.g. en-US
 
 
-def fetch_audio(
+def fetch_media(
     url: str,
     directory: Path,
     settings: Settings,
     *,
     max_duration: int,
+    source: str = "whisper",
+    language: str | None = None,
     connection: Redis | None = None,
     on_progress: Callable[[float], None] | None = None,
     on_duration: Callable[[float], None] | None = None,
 ) -> Media:
-    """Download the best audio of ``url`` into ``directory``, through ``YTDLP_PROXIES`` if set.
+    """Download the best audio of ``url`` into ``directory``, or with ``source`` ``captions`` or
+    ``auto`` the video's manual captions (``workers.captions.choose_track``) when it has them;
+    through ``YTDLP_PROXIES`` if set.
 
     The duration and size in the metadata are checked (the duration passed to ``on_duration``)
-    before anything is downloaded, and the size again while downloading. A URL on an allowed
+    before anything is downloaded, and the size again while downloading; a stream that is live,
+    still to come or just ended is refused from the metadata too. A URL on an allowed
     non-YouTube host is downloaded through an ``EgressProxy``: every request, whoever makes it
-    (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent.
+    (yt-dlp, each redirect hop, ffmpeg), passes the URL policy before it is sent; the captions too.
 
     With proxies, the download starts at the next one in turn (``connection``: the Redis that
     keeps the turn and the per-proxy counters) and tries the following ones, each once, after a
     proxy failure or a YouTube bot check.
 
     Raises:
-        VideoTooLong, FileTooLarge, VideoUnavailable, UnsupportedURL, RedirectNotAllowed,
-        YouTubeBotCheck, TransientDownloadError.
+        VideoTooLong, FileTooLarge, LiveNotSupported, UnsupportedURL, RedirectNotAllowed, NoCaptions
+        (``source`` ``captions`` only), and what ``classify`` makes of yt-dlp's errors (VideoUnavailable
+        and its kinds, YouTubeBotCheck, TransientDownloadError).
     """
     # YouTube's extractor fetches from Google's hosts (googlevideo.com, ...): those are not checked.
     youtube = urlsplit(url).hostname in YOUTUBE_HOSTS
@@ -87,12 +109,12 @@ def fetch_audio(
     cookie_file = ytdlp.job_cookie_file(settings, directory)
 
     def attempt(proxy: Proxy | None) -> Media:
+        given = {"max_duration": max_duration, "source": source, "language": language,
+                 "on_progress": on_progress, "on_duration": on_duration}
         if youtube:
-            return _download(url, directory, settings, None, proxy.url if proxy else None, cookie_file,
-                             max_duration=max_duration, on_progress=on_progress, on_duration=on_duration)
+            return _download(url, directory, settings, None, proxy.url if proxy else None, cookie_file, **given)
         with EgressProxy(settings.allowed_url_hosts, max_bytes=settings.max_download_bytes, upstream=proxy) as egress:
-            return _download(url, directory, settings, egress, egress.url, cookie_file,
-                             max_duration=max_duration, on_progress=on_progress, on_duration=on_duration)
+            return _download(url, directory, settings, egress, egress.url, cookie_file, **given)
 
     if not proxies:
         return attempt(None)
@@ -119,7 +141,7 @@ def fetch_audio(
 class ProxyFailed(Exception):
     """The proxy refused, reset or timed out the connection, or answered 407 or 5xx: the next proxy may work.
 
-    Raised only with proxies, and always caught by ``fetch_audio`` (not a ``JobError``: a job never
+    Raised only with proxies, and always caught by ``fetch_media`` (not a ``JobError``: a job never
     ends with it, and ``job_error`` must not rebuild one from its code).
     """
 
@@ -134,8 +156,8 @@ def _count(connection: Redis | None, proxy: Proxy, outcome: str) -> None:
 
 
 def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy | None, proxy_url: str | None,
-              cookie_file: Path | None, *, max_duration: int, on_progress: Callable[[float], None] | None,
-              on_duration: Callable[[float], None] | None) -> Media:
+              cookie_file: Path | None, *, max_duration: int, source: str, language: str | None,
+              on_progress: Callable[[float], None] | None, on_duration: Callable[[float], None] | None) -> Media:
     max_bytes = settings.max_download_bytes
 
     def hook(status: dict[str, Any]) -> None:
@@ -152,15 +174,24 @@ def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy
         info = ydl.extract_info(url, download=False)
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
-        if info.get("is_live"):
-            raise UnsupportedURL("Live streams cannot be transcribed; submit the video once the stream has ended.")
+        _refuse_live(info)
         duration = info.get("duration")
         if duration and duration > max_duration:
             raise VideoTooLong(f"The video lasts {duration:.0f} s; the limit is {max_duration} s.")
-        _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
-                        for f in info.get("requested_formats") or [info]), max_bytes)
         if duration and on_duration:
             on_duration(float(duration))
+        metadata = describe(info)
+        if source != "whisper":
+            track = choose_track(info.get("subtitles"), language, info.get("language"))
+            chosen = _readable(info["subtitles"][track]) if track is not None else None
+            segments = _try_captions(ydl, info, chosen, directory, egress, source) if chosen is not None else None
+            if segments:
+                return Media(metadata, captions=segments, caption_track=track)
+            if source == "captions":
+                raise _no_captions(info.get("subtitles"), track, chosen, language)
+            # auto: no captions it can use, so Whisper
+        _check_size(sum(f.get("filesize") or f.get("filesize_approx") or 0
+                        for f in info.get("requested_formats") or [info]), max_bytes)
         info = ydl.process_ie_result(info, download=True)
         if egress is not None and egress.too_large:  # cut by the proxy: to the downloader, a body that ended
             raise FileTooLarge(_too_large(egress.max_bytes))
@@ -168,7 +199,103 @@ def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy
         if not downloads or not Path(downloads[0]["filepath"]).exists():
             raise UnsupportedURL("yt-dlp found no media file to download at this URL.")
         _check_size(Path(downloads[0]["filepath"]).stat().st_size, max_bytes)
-        return Media(path=Path(downloads[0]["filepath"]), title=info.get("title"), duration=duration)
+        return Media(metadata, path=Path(downloads[0]["filepath"]))
+
+
+def describe(info: dict[str, Any]) -> Metadata:
+    """The metadata a transcript keeps, from yt-dlp's info dict."""
+    chapters = []
+    for chapter in info.get("chapters") or []:
+        start, end = chapter.get("start_time"), chapter.get("end_time")
+        if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
+            chapters.append({"title": str(chapter.get("title") or "").strip() or f"Chapter {len(chapters) + 1}",
+                             "start": round(float(start), 3), "end": round(float(end), 3)})
+    upload_date = info.get("upload_date")
+    try:
+        upload_date = date(int(upload_date[:4]), int(upload_date[4:6]), int(upload_date[6:8])).isoformat()
+    except (TypeError, ValueError):  # absent, or not yt-dlp's YYYYMMDD
+        upload_date = None
+    duration = info.get("duration")
+    return Metadata(title=info.get("title"), duration=float(duration) if duration else None,
+                    channel=info.get("channel") or info.get("uploader"), upload_date=upload_date,
+                    chapters=sorted(chapters, key=lambda chapter: chapter["start"]))
+
+
+def _readable(offered: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The format of a track to download, as ``subtitlesformat="vtt/srt"`` would choose it: the
+    last (yt-dlp lists the best last) of the first of ``CAPTION_FORMATS`` offered."""
+    return next((item for ext in CAPTION_FORMATS for item in reversed(offered) if item.get("ext") == ext), None)
+
+
+def _no_captions(subtitles: dict[str, Any] | None, track: str | None, chosen: dict[str, Any] | None,
+                 language: str | None) -> NoCaptions:
+    if track is not None:
+        if chosen is None:
+            formats = ", ".join(sorted({str(item.get("ext")) for item in subtitles[track]}))
+            return NoCaptions(f"The video's {track!r} captions are offered only as {formats}, which this server "
+                              "does not read.")
+        return NoCaptions(f"The video's {track!r} captions are empty.")
+    offered = caption_tracks(subtitles)
+    if not offered:
+        return NoCaptions()
+    wanted = repr(language) if language else "English or the video's own language"
+    return NoCaptions(f"The video has manual captions in {', '.join(offered)} but none in {wanted}; "
+                      "ask for one of those languages with `language`.")
+
+
+def _try_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path,
+                  proxy: EgressProxy | None, source: str) -> list[Segment] | None:
+    """The captions' segments, or None when their file is gone (HTTP 404, say): the video has no
+    captions to read after all, and ``auto`` transcribes it instead. A failure worth retrying, or
+    a request the URL policy refused, fails the job as any download's would."""
+    try:
+        return _read_captions(ydl, info, chosen, directory)
+    except (DownloadError, RequestError) as exc:
+        error = classify(exc)
+        if proxy is not None and (proxy.refused or proxy.too_large) or error.transient:
+            raise
+        if source == "captions":
+            raise NoCaptions(f"The video's captions file could not be downloaded: {error.message}") from exc
+        log.warning("the captions could not be downloaded (%s); transcribing the audio instead", exc)
+        return None
+
+
+def _read_captions(ydl: YoutubeDL, info: dict[str, Any], chosen: dict[str, Any], directory: Path) -> list[Segment]:
+    """Download the captions format ``chosen`` with ``ydl`` (its options, its proxy) and read them.
+
+    The info was extracted once, before the track could be chosen; ``ydl.dl`` downloads the track
+    as yt-dlp's own ``writesubtitles`` does, without downloading the video or extracting it again.
+    """
+    if chosen.get("data") is not None:  # some extractors hand the captions over inline
+        return parse_vtt(chosen["data"])
+    path = directory / f"captions.{chosen['ext']}"
+    request = {**chosen, "http_headers": chosen.get("http_headers") or info.get("http_headers")}
+    if not ydl.dl(str(path), request, subtitle=True) or not path.exists():
+        raise TransientDownloadError("The video's captions could not be downloaded.")
+    # Read into memory whole: a track far larger than any real one (hours of captions are a few MB) is refused.
+    if path.stat().st_size > MAX_CAPTION_BYTES:
+        raise FileTooLarge(f"The captions file is larger than {MAX_CAPTION_BYTES // 10**6} MB, "
+                           "the most this server reads.")
+    return parse_vtt(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _refuse_live(info: dict[str, Any]) -> None:
+    """Refuse, from the metadata, a stream that is not over: its download would never end, or end cut.
+
+    ``post_live`` is YouTube's stream that has just ended: its recording is still being processed,
+    and only its last two hours can be downloaded meanwhile. It is refused as for good (a job's
+    retries come within minutes; the processing takes hours): the client submits it again.
+    """
+    status = info.get("live_status") or ("is_live" if info.get("is_live") else None)
+    if status == "is_live":
+        raise LiveNotSupported("The video is a live stream that has not ended; live streams cannot be "
+                               "transcribed. Submit the video again once the stream has ended.")
+    if status == "is_upcoming":
+        raise LiveNotSupported("The video is a live stream or premiere that has not started yet; submit it "
+                               "again once it has ended.")
+    if status == "post_live":
+        raise LiveNotSupported("The live stream has just ended and its recording is still being processed; "
+                               "submit the video again once the recording is published (this can take hours).")
 
 
 def _check_size(size: float, max_bytes: int) -> None:
@@ -204,11 +331,12 @@ def _mapped_errors(proxy: EgressProxy | None, proxied: bool = False) -> Iterator
 
     What the egress proxy refused explains the failure better than yt-dlp's "HTTP Error 403"; a
     failure of the proxy the download went through (``proxied``) is ``ProxyFailed``, whatever the
-    video would have done.
+    video would have done. A network error comes unwrapped from ``YoutubeDL.dl`` (the captions'
+    download), hence ``RequestError``.
     """
     try:
         yield
-    except (DownloadError, ExtractorError) as exc:
+    except (DownloadError, ExtractorError, RequestError) as exc:
         _close_responses(exc)
         if proxy is not None and proxy.too_large:
             raise FileTooLarge(_too_large(proxy.max_bytes)) from exc
@@ -252,25 +380,121 @@ def _proxy_failure_kind(exc: BaseException) -> str:
 
 
 def classify(exc: Exception) -> JobError:
-    """Decide whether a yt-dlp failure is worth retrying."""
+    """Map a yt-dlp failure to the ``JobError`` that tells the client what happened and whether retrying helps.
+
+    yt-dlp raises a ``DownloadError`` whose ``exc_info`` holds what caused it: an ``ExtractorError``
+    (the site's reason in its message), a ``GeoRestrictedError``, or the ``HTTPError`` or
+    ``TransportError`` of a request that failed. Types decide where yt-dlp gives one; YouTube's
+    reasons are told apart by their words (``_YOUTUBE_SAYS``).
+    """
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
     for link in _chain(cause):
         if isinstance(link, JobError):
             return link  # raised by our own guard inside yt-dlp
-    message = _clean(str(exc))
+    reason = _reason(exc, cause)
+    site = "YouTube" if str(getattr(cause, "ie", None) or "").startswith("youtube") else "The site"
     if isinstance(cause, UnsupportedError):
-        return UnsupportedURL(f"No video was found at this URL ({message}).")
+        return UnsupportedURL(f"No video was found at this URL ({reason}).")
+    if isinstance(cause, GeoRestrictedError):
+        return GeoBlocked(_SAYS[GeoBlocked].format(site=site, reason=reason))
     if isinstance(cause, HTTPError):
+        if cause.status in (403, 429) and _is_youtube(cause.response.url):
+            # Google's answer to too many requests, or to requests it takes for a bot's (a media URL
+            # fetched without the PO token YouTube now wants): the server is refused, not the video.
+            return YouTubeBotCheck(f"YouTube answered HTTP {cause.status}. {_REFUSED}")
         if cause.status == 429 or cause.status >= 500:
             return TransientDownloadError(f"The video host answered HTTP {cause.status}; try again later.")
-        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({message}).")
+        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({reason}).")
     if isinstance(cause, TransportError):
-        return TransientDownloadError(f"Network error while downloading: {message}.")
-    if any(phrase in message.lower() for phrase in _GONE):
-        return VideoUnavailable(message)
+        return TransientDownloadError(f"Network error while downloading: {reason}.")
+    words = reason.translate(_STRAIGHT_APOSTROPHES).lower()
+    if any(phrase in words for phrase in _YTDLP_SAYS_REFUSED):
+        return YouTubeBotCheck(f"YouTube answered none of this server's requests for the video. {_REFUSED}")
+    for error, phrases in _YOUTUBE_SAYS:
+        if any(phrase in words for phrase in phrases):
+            return error(_SAYS[error].format(site=site, reason=reason))
     if isinstance(cause, ExtractorError) and cause.expected:
-        return VideoUnavailable(message)
-    return TransientDownloadError(message)
+        return VideoUnavailable(_SAYS[VideoUnavailable].format(site=site, reason=reason))
+    return TransientDownloadError(reason)
+
+
+# What YouTube says, as yt-dlp passes it on (the playability reason, in English, then ". " and the
+# subreason), and what yt-dlp itself says about YouTube. The first match wins, so the order matters:
+# a bot check or a rate limit may come after "Video unavailable" in the same message, and a private
+# video's subreason says "Sign in if you've been granted access". tests/test_youtube_errors.py has
+# each message and where it comes from.
+_YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
+    (YouTubeBotCheck, (
+        "confirm you're not a bot",
+        "captcha challenge",  # yt-dlp: "YouTube is requiring a captcha challenge before playback"
+        "this content isn't available, try again later",  # yt-dlp: "rate-limited by YouTube for up to an hour"
+    )),
+    (LiveNotSupported, (
+        "live event will begin",
+        "premieres in",
+        "premiere will begin",
+        "this live event has ended",  # it has just ended: its recording is not ready yet
+        "live stream recording is not available",
+    )),
+    (PrivateVideo, ("private video", "this video is private")),
+    (MembersOnly, ("members-only", "join this channel", "this channel's members")),
+    (AgeRestricted, ("confirm your age", "age-restricted", "inappropriate for some users")),
+    (GeoBlocked, ("available in your country", "available from your location")),
+    (VideoUnavailable, (
+        "video unavailable",
+        "this video is unavailable",
+        "has been removed",
+        "no longer available",
+        "is not available",
+        "has been terminated",
+        "copyright",
+        "does not exist",
+    )),
+)
+
+# yt-dlp's own words when YouTube answered none of its requests for the video's player: each
+# refusal (mostly HTTP 403 or 429) is only a warning in the worker's log. On a server whose
+# network works, that is YouTube refusing the server.
+_YTDLP_SAYS_REFUSED = (
+    "failed to extract any player response",
+    "your ip is likely being blocked",  # every player response was another video's
+)
+_REFUSED = ("YouTube is refusing this server's IP address, not this video. The job is retried while it has "
+            "attempts left; if this goes on, the operator must give the server YouTube cookies "
+            "(YTDLP_COOKIES_FILE), proxies (YTDLP_PROXIES) or PO tokens.")
+_NEVER = "retrying will not help."
+_SAYS: dict[type[JobError], str] = {
+    YouTubeBotCheck: '{site} says: "{reason}". ' + _REFUSED,
+    LiveNotSupported: ('{site} says: "{reason}". A live stream or premiere can be transcribed only once it has '
+                       "ended and its recording is published; submit the video again then."),
+    PrivateVideo: '{site} says: "{reason}". The video is private; ' + _NEVER,
+    MembersOnly: '{site} says: "{reason}". The video is for the channel\'s members only; ' + _NEVER,
+    AgeRestricted: ('{site} says: "{reason}". The video is age-restricted, shown only to signed-in adults; '
+                    + _NEVER),
+    GeoBlocked: ('{site} says: "{reason}". The video is not available in the country this server downloads '
+                 "from; " + _NEVER),
+    VideoUnavailable: '{site} says: "{reason}". The video is unavailable; ' + _NEVER,
+}
+
+# What yt-dlp adds to a site's reason: advice for its command line (after ". "), and lines of its
+# own (a geo restriction's countries, "You might want to use a VPN").
+_YTDLP_ADDITIONS = re.compile(r"\.?\s+(?:Use --|See |Also see |The current session |Your account |"
+                              r"It is recommended |For more information|\(caused by )|; please report |\n")
+_YTDLP_PREFIX = re.compile(r"^(?:ERROR: )?(?:\[[^\]]+\] (?:[\w-]+: )?)?")
+_STRAIGHT_APOSTROPHES = str.maketrans("\u2018\u2019\u02bc\u2032`", "'''''")
+# YouTube's pages, its media hosts, and Google's "sorry" page that an over-eager client is sent to.
+_YOUTUBE_DOMAINS = ("youtube.com", "youtu.be", "youtube-nocookie.com", "googlevideo.com", "google.com")
+
+
+def _reason(exc: Exception, cause: BaseException | None) -> str:
+    """The site's own words, without yt-dlp's "ERROR: [youtube] <id>: ", advice or plea for bug reports."""
+    message = cause.orig_msg if isinstance(cause, ExtractorError) else _YTDLP_PREFIX.sub("", str(exc))
+    return _YTDLP_ADDITIONS.split(message.strip(), maxsplit=1)[0].strip().removesuffix(".")
+
+
+def _is_youtube(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in _YOUTUBE_DOMAINS)
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -279,7 +503,3 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(exc))
         yield exc
         exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
-
-
-def _clean(message: str) -> str:
-    return message.removeprefix("ERROR: ").strip()

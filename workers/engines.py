@@ -48,7 +48,7 @@ class Segment:
 class Transcript:
     language: str
     duration: float
-    model: str
+    model: str | None  # None: not transcribed, the video's own captions (``workers.jobs``)
     segments: list[Segment] = field(default_factory=list)
     #: Seconds spent loading the model for this transcript (0 when it was cached).
     model_load_seconds: float = 0.0

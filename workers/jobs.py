@@ -52,10 +52,12 @@ from app.core.errors import (
 from app.core.jobs import is_cancel_requested
 from app.core.reliability import drop_executions
 from app.core.settings import Settings
-from app.core.transcripts import TranscriptStore
+from app.core.transcripts import TranscriptStore, chapters_with_segments
 from app.core.urls import parse_video_url
 from workers import context
-from workers.download import fetch_audio
+from workers.captions import track_language
+from workers.download import Media, fetch_media
+from workers.engines import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +151,12 @@ def stop(job: Job) -> None:
 
 
 def transcribe_video(*, url: str, video_id: str | None, language: str | None, model: str, user_id: str,
-                     max_duration: int | None = None) -> dict | Retry:
+                     max_duration: int | None = None, source: str = "whisper") -> dict | Retry:
     """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``.
 
     ``max_duration`` is the submitting user's tier limit (never above ``MAX_VIDEO_DURATION``).
+    ``source`` ``captions`` reads the video's own manual captions instead (no audio, no model),
+    ``auto`` does when it has them (see ``workers.captions``).
     """
     job = get_current_job()
     settings = context.settings()
@@ -164,7 +168,7 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
     try:
         limit = min(max_duration or settings.max_video_duration, settings.max_video_duration)
         return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model,
-                           user_id=user_id, max_duration=limit)
+                           user_id=user_id, max_duration=limit, source=source)
     except ShutDownImminentException:
         ensure_owned(job)
         log.info("the worker is shutting down; handing the job back to the front of its queue")
@@ -205,11 +209,11 @@ def extend_timeout(job: Job, settings: Settings, duration: float) -> None:
         signal.alarm(max(1, math.ceil(wanted - elapsed)))
 
 
-def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id,
-                max_duration) -> dict[str, Any]:
+def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id, max_duration,
+                source) -> dict[str, Any]:
     progress = Progress(job)
     progress.update("starting", 0)
-    log.info("started", extra={"url": url, "attempt": job.meta.get("attempt"), "model": model})
+    log.info("started", extra={"url": url, "attempt": job.meta.get("attempt"), "model": model, "source": source})
     # The allowlist may have changed since the job was accepted: check the URL again.
     parse_video_url(url, settings.allowed_url_hosts)
 
@@ -218,24 +222,29 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     directory.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        media = fetch_audio(
-            url, directory, settings, max_duration=max_duration, connection=job.connection,
+        media = fetch_media(
+            url, directory, settings, max_duration=max_duration, source=source, language=language,
+            connection=job.connection,
             on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
             on_duration=lambda duration: extend_timeout(job, settings, duration),
         )
         timings["download"] = time.perf_counter() - started
-        log.info("downloaded", extra={"seconds": round(timings["download"], 2), "file": media.path.name})
-
-        progress.update("transcribing", DOWNLOAD_END)
-        started = time.perf_counter()
-        transcript = context.engine().transcribe(
-            str(media.path), language=language, model=model, max_duration=max_duration,
-            on_progress=lambda fraction: progress.update(
-                "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
-            on_duration=lambda duration: extend_timeout(job, settings, duration),
-        )
-        timings["model_load"] = transcript.model_load_seconds
-        timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds
+        if media.captions is not None:
+            log.info("read captions", extra={"seconds": round(timings["download"], 2), "track": media.caption_track})
+            transcript = _captions_transcript(media)
+            timings["model_load"] = timings["transcribe"] = 0.0  # no model, no audio: read with the download
+        else:
+            log.info("downloaded", extra={"seconds": round(timings["download"], 2), "file": media.path.name})
+            progress.update("transcribing", DOWNLOAD_END)
+            started = time.perf_counter()
+            transcript = context.engine().transcribe(
+                str(media.path), language=language, model=model, max_duration=max_duration,
+                on_progress=lambda fraction: progress.update(
+                    "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
+                on_duration=lambda duration: extend_timeout(job, settings, duration),
+            )
+            timings["model_load"] = transcript.model_load_seconds
+            timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -243,22 +252,31 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     ensure_owned(job)  # the transcript and the result are this run's to write
     started = time.perf_counter()
     transcription_id = job.id  # one transcript per job: running the job again overwrites it
+    used = "captions" if media.captions is not None else "whisper"
+    metadata = media.metadata
+    segments = transcript.segments_as_dicts()
     TranscriptStore(job.connection, settings.transcript_ttl).save({
         "transcription_id": transcription_id,
         "job_id": job.id,
         "user_id": user_id,
         "source_url": url,
         "video_id": video_id,
-        "title": media.title,
+        "title": metadata.title,
+        "channel": metadata.channel,
+        "upload_date": metadata.upload_date,
         "language": transcript.language,
         "duration": transcript.duration,
+        "source": used,
+        "caption_track": media.caption_track,
         "model": transcript.model,
         "text": transcript.text,
-        "segments": transcript.segments_as_dicts(),
+        "segments": segments,
+        "chapters": chapters_with_segments(metadata.chapters, segments),
         "created_at": time.time(),
     })
     timings["store"] = time.perf_counter() - started
-    log.info("stored transcript", extra={"segments": len(transcript.segments), "language": transcript.language})
+    log.info("stored transcript", extra={"segments": len(transcript.segments), "language": transcript.language,
+                                         "source": used})
     return {
         "transcription_id": transcription_id,
         "processing_time": round(sum(value for key, value in timings.items() if key != "queued"), 3),
@@ -266,9 +284,22 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "language": transcript.language,
         "duration": transcript.duration,
         "model": transcript.model,
-        "title": media.title,
+        "title": metadata.title,
+        "source": used,
+        "channel": metadata.channel,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
+
+
+def _captions_transcript(media: Media) -> Transcript:
+    """The video's captions in the shape the engine's transcripts have (no model: ``model`` None).
+
+    Their duration is the video's, from its metadata, or else where the last caption ends.
+    """
+    segments = media.captions
+    duration = media.metadata.duration or max(segment.end for segment in segments)
+    return Transcript(language=track_language(media.caption_track), duration=round(duration, 3), model=None,
+                      segments=segments)
 
 
 def describe_error(exc: BaseException, job: Job) -> dict[str, str]:

@@ -229,7 +229,8 @@ class JobError(YtcaptionError):
 
 
 class TransientDownloadError(JobError):
-    """A network error, HTTP 5xx or 429, or an empty answer while downloading."""
+    """A network error, HTTP 5xx or 429 (YouTube's 429 is `youtube_bot_check`), or an empty answer while
+    downloading."""
 
     code = "download_failed"
     default_message = "The media could not be downloaded (a network or server error)."
@@ -237,15 +238,17 @@ class TransientDownloadError(JobError):
 
 
 class VideoUnavailable(JobError):
-    """Private, removed, not found (HTTP 404…): it will not download, however often tried."""
+    """Removed (by its uploader, for a policy or a copyright claim, or with its account), not found (HTTP
+    404…), or unavailable for a reason the site does not give: it will not download, however often tried."""
 
     code = "video_unavailable"
-    default_message = "The video is unavailable (private, removed or not found)."
+    default_message = "The video is unavailable (removed or not found); retrying will not help."
 
 
 class YouTubeBotCheck(JobError):
-    """YouTube asked to "confirm you're not a bot": it blocks this server's IP. Retried (through the
-    next of `YTDLP_PROXIES`, if any); the operator fixes it with cookies, proxies or PO tokens."""
+    """YouTube refuses this server, not the video: "Sign in to confirm you're not a bot", a captcha, a rate
+    limit, or HTTP 403/429 from its hosts. Retried (through the next of `YTDLP_PROXIES`, if any); the
+    operator fixes it with cookies, proxies or PO tokens."""
 
     code = "youtube_bot_check"
     default_message = ("YouTube refused this server as a bot (\"Sign in to confirm you're not a bot\"); "
@@ -262,14 +265,14 @@ class AgeRestricted(VideoUnavailable):
 
 
 class PrivateVideo(VideoUnavailable):
-    """The video is private."""
+    """The video is private: only the accounts its uploader chose can watch it."""
 
     code = "private_video"
     default_message = "The video is private."
 
 
 class MembersOnly(VideoUnavailable):
-    """The video is for the channel's members only."""
+    """The video is for the channel's paying members only."""
 
     code = "members_only"
     default_message = "The video is available to the channel's members only."
@@ -283,7 +286,8 @@ class GeoBlocked(VideoUnavailable):
 
 
 class LiveNotSupported(JobError):
-    """A live stream or a premiere still to come: refused from the metadata, before any download."""
+    """A live stream not over, a stream or premiere still to come, or one just ended whose recording YouTube
+    is still processing: refused before any download; submit the video again once its recording is published."""
 
     code = "live_not_supported"
     default_message = "Live streams cannot be transcribed; submit the video once the stream has ended."

@@ -12,6 +12,7 @@ from typing import Any
 from app.core.schemas import Transcript, from_epoch
 
 Segment = Mapping[str, Any]
+Chapter = Mapping[str, Any]
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -33,6 +34,28 @@ def _cues(segments: Sequence[Segment]) -> list[tuple[float, float, str]]:
     return cues
 
 
+def _sections(segments: Sequence[Segment], chapters: Sequence[Chapter]) -> list[tuple[Chapter | None, list]]:
+    """The cues in chapters: those before the first chapter (if any), then each chapter with its
+    cues (a cue is in the chapter it starts in, as ``chapters_with_segments`` decides)."""
+    ordered = sorted(chapters, key=lambda chapter: float(chapter["start"]))
+    sections: list[tuple[Chapter | None, list]] = [(None, [])]
+    following = iter(ordered)
+    upcoming = next(following, None)
+    for cue in _cues(segments):
+        while upcoming is not None and float(upcoming["start"]) <= cue[0]:
+            sections.append((upcoming, []))
+            upcoming = next(following, None)
+        sections[-1][1].append(cue)
+    while upcoming is not None:  # chapters after the last cue: still part of the outline
+        sections.append((upcoming, []))
+        upcoming = next(following, None)
+    return sections if sections[0][1] else sections[1:]
+
+
+def _chapter_title(chapter: Chapter) -> str:
+    return " ".join(str(chapter["title"]).split())
+
+
 def to_srt(segments: Sequence[Segment]) -> str:
     blocks = [
         f"{index}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n"
@@ -41,17 +64,33 @@ def to_srt(segments: Sequence[Segment]) -> str:
     return "\n".join(blocks)
 
 
-def to_vtt(segments: Sequence[Segment]) -> str:
-    # "-->" may not appear in cue text; WebVTT has no escape for it.
-    blocks = [
-        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text.replace('-->', '->')}\n"
-        for start, end, text in _cues(segments)
-    ]
+def to_vtt(segments: Sequence[Segment], chapters: Sequence[Chapter] = ()) -> str:
+    """WebVTT; each chapter's start is a ``NOTE`` block before its first cue.
+
+    A comment, not a cue: players skip comments, while a cue would show the chapter's title as a
+    caption (chapters proper are a separate ``kind="chapters"`` track, which one file cannot be).
+    """
+    blocks = []
+    for chapter, cues in _sections(segments, chapters):
+        if chapter is not None:
+            # A comment may not contain "-->" either.
+            title = _chapter_title(chapter).replace("-->", "->")
+            blocks.append(f"NOTE Chapter: {title} ({_timestamp(float(chapter['start']), '.')})\n")
+        # "-->" may not appear in cue text; WebVTT has no escape for it.
+        blocks += [f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text.replace('-->', '->')}\n"
+                   for start, end, text in cues]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def to_txt(segments: Sequence[Segment]) -> str:
-    return "\n".join(text for _, _, text in _cues(segments)) + "\n"
+def to_txt(segments: Sequence[Segment], chapters: Sequence[Chapter] = ()) -> str:
+    """One segment a line; with chapters, a paragraph each, under a heading ``# Title (HH:MM:SS)``."""
+    if not chapters:
+        return "\n".join(text for _, _, text in _cues(segments)) + "\n"
+    paragraphs = []
+    for chapter, cues in _sections(segments, chapters):
+        heading = [f"# {_chapter_title(chapter)} ({_timestamp(float(chapter['start']), '.')[:8]})"] if chapter else []
+        paragraphs.append("\n".join([*heading, *(text for _, _, text in cues)]))
+    return "\n\n".join(paragraphs) + "\n"
 
 
 def to_json(record: Mapping[str, Any]) -> str:
@@ -65,7 +104,7 @@ def to_json(record: Mapping[str, Any]) -> str:
 #: format name -> (content type, renderer of the whole record)
 FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]] = {
     "json": ("application/json", to_json),
-    "txt": ("text/plain; charset=utf-8", lambda record: to_txt(record["segments"])),
+    "txt": ("text/plain; charset=utf-8", lambda record: to_txt(record["segments"], record.get("chapters") or ())),
     "srt": ("application/x-subrip; charset=utf-8", lambda record: to_srt(record["segments"])),
-    "vtt": ("text/vtt; charset=utf-8", lambda record: to_vtt(record["segments"])),
+    "vtt": ("text/vtt; charset=utf-8", lambda record: to_vtt(record["segments"], record.get("chapters") or ())),
 }

@@ -104,6 +104,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
             "video_id": request.video.video_id,
             "language": request.language,
             "model": request.model,
+            "source": request.source,
             "user_id": user.id,
             "max_duration": settings.max_duration_for(user.tier),
         },
@@ -151,8 +152,10 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
         raise InvalidIdempotencyKey()
     connection = queue.connection
     claim = _IDEMPOTENCY.format(user.id, hashlib.sha256(idempotency_key.encode()).hexdigest())
-    fingerprint = hashlib.sha256(json.dumps(
-        [request.video.url, request.language, request.model, queue.name]).encode()).hexdigest()
+    # ``source`` only when not the default: a key claimed before sources existed keeps its fingerprint.
+    fields = [request.video.url, request.language, request.model, queue.name]
+    fields += [request.source] if request.source != "whisper" else []
+    fingerprint = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
     with connection.pipeline() as pipe:
         while True:
             moment = datetime.now(timezone.utc)
@@ -236,6 +239,7 @@ def describe_job(job: Job) -> schemas.JobStatus:
         "video_id": kwargs.get("video_id"),
         "language": kwargs.get("language") or "auto",
         "model": kwargs.get("model"),
+        "source": kwargs.get("source", "whisper"),  # jobs enqueued before sources existed
         "created_at": job.created_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,

@@ -18,6 +18,8 @@ from app.core.languages import AUTO, WHISPER_LANGUAGES
 QueueName = Literal["express", "standard", "batch"]
 Tier = Literal["free", "pro", "enterprise"]
 JobState = Literal["pending", "processing", "completed", "failed", "cancelled"]
+#: Where a transcript comes from: Whisper, or the video's own (manual) captions; ``auto``: captions if any.
+Source = Literal["whisper", "captions", "auto"]
 Stage = Literal["queued", "waiting_retry", "starting", "downloading", "transcribing", "storing", "completed",
                 "failed", "cancelling", "cancelled"]
 
@@ -65,6 +67,11 @@ class SubmitBody(Request):
                           description="`auto` (detect), or an ISO 639-1 code Whisper knows (an `.en` model: "
                                       "`auto` or `en`).")
     model: str | None = Field(None, description="One of the models this server offers (default: its default model).")
+    source: Source = Field("whisper", description=(
+        "`whisper` (transcribe the audio), `captions` (the video's own manual captions; fails with `no_captions` "
+        "when it has none in the language) or `auto` (its manual captions when it has them, else Whisper). "
+        "Automatic captions are never used. The captions' language: `language` if given, else the video's "
+        "language, else its only track, else English."))
 
 
 class BatchBody(Request):
@@ -122,8 +129,10 @@ class JobResult(StoredDocument):
     total_segments: int
     language: str
     duration: float
-    model: str
+    model: str | None = Field(description="The Whisper model; null when the transcript is the video's captions.")
     title: str | None
+    source: Literal["whisper", "captions"] = Field("whisper", description="Where the transcript came from.")
+    channel: str | None = Field(None, description="The video's channel (or uploader), if its page says.")
     timings: Timings
 
 
@@ -139,6 +148,7 @@ class JobStatus(Document):
     video_id: str | None
     language: str
     model: str | None
+    source: Source = Field("whisper", description="The `source` asked for; `result.source` says which was used.")
     created_at: Timestamp | None
     started_at: Timestamp | None
     ended_at: Timestamp | None
@@ -164,6 +174,17 @@ class Segment(StoredDocument):
     text: str
 
 
+class Chapter(StoredDocument):
+    title: str
+    start: float
+    end: float
+    first_segment: int | None = Field(description=(
+        "The id of the chapter's first segment: a segment belongs to the chapter it starts in. "
+        "Null when no segment starts in the chapter."))
+    last_segment: int | None = Field(description="The id of its last segment (its segments are "
+                                                 "`segments[first_segment:last_segment + 1]`).")
+
+
 class Transcript(StoredDocument):
     """A transcript (``format=json``)."""
 
@@ -172,11 +193,19 @@ class Transcript(StoredDocument):
     source_url: str
     video_id: str | None
     title: str | None
+    channel: str | None = Field(None, description="The video's channel, or its uploader.")
+    upload_date: str | None = Field(None, description="The day the video was published, `YYYY-MM-DD`.",
+                                    json_schema_extra={"format": "date"})
     language: str
-    duration: float
-    model: str
+    duration: float = Field(description="Seconds: of the audio (Whisper), or from the video's metadata, else "
+                                        "the end of the last caption (captions).")
+    source: Literal["whisper", "captions"] = Field("whisper", description=(
+        "`whisper`, or `captions`: the video's own manual captions."))
+    caption_track: str | None = Field(None, description="With `captions`: the track used, e.g. `en-US`.")
+    model: str | None = Field(description="The Whisper model; null for `captions`.")
     text: str
     segments: list[Segment]
+    chapters: list[Chapter] = Field([], description="The video's chapters, if it has any, in order.")
     created_at: Timestamp
 
 

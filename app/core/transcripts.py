@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis import Redis
@@ -23,3 +24,28 @@ class TranscriptStore:
     def get(self, transcription_id: str) -> dict[str, Any] | None:
         raw = self.connection.get(_TRANSCRIPT.format(transcription_id))
         return json.loads(raw) if raw else None
+
+
+def chapters_with_segments(chapters: Sequence[Mapping[str, Any]],
+                           segments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each chapter (``title``, ``start``, ``end``) with the ids of its first and last segments.
+
+    A segment belongs to the chapter it starts in: the last chapter that starts at or before it
+    (so a segment in a gap between two chapters stays with the one before, and one past the last
+    chapter's end with the last). Segments are in time order, so each chapter holds a contiguous
+    run, ``segments[first_segment:last_segment + 1]``; a chapter without any has both ``None``.
+    Segments before the first chapter belong to none.
+    """
+    ordered = sorted(chapters, key=lambda chapter: chapter["start"])
+    result = [{"title": chapter["title"], "start": chapter["start"], "end": chapter["end"],
+               "first_segment": None, "last_segment": None} for chapter in ordered]
+    current = -1
+    for segment in segments:
+        while current + 1 < len(result) and result[current + 1]["start"] <= segment["start"]:
+            current += 1
+        if current >= 0:
+            chapter = result[current]
+            if chapter["first_segment"] is None:
+                chapter["first_segment"] = segment["id"]
+            chapter["last_segment"] = segment["id"]
+    return result

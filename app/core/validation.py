@@ -24,6 +24,7 @@ class TranscriptionRequest:
     video: VideoURL
     language: str | None  # None: detect
     model: str  # the public model name
+    source: str = "whisper"  # whisper, captions or auto
 
 
 def parse_body(model: type[Model], payload: Any) -> Model:
@@ -55,9 +56,11 @@ def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
         raise UnknownLanguage(
             f"Language {body.language!r} is not one Whisper knows; use 'auto' or an ISO 639-1 code such as 'en'."
         )
-    if model.endswith(".en") and language not in (AUTO, "en"):
+    # Captions only never reach the model: its language does not limit theirs.
+    if model.endswith(".en") and language not in (AUTO, "en") and body.source != "captions":
         raise UnknownLanguage(f"Model {model!r} only transcribes English; choose language 'en' or 'auto'.")
-    return TranscriptionRequest(video=video, language=None if language == AUTO else language, model=model)
+    return TranscriptionRequest(video=video, language=None if language == AUTO else language, model=model,
+                                source=body.source)
 
 
 def _describe(exc: PydanticValidationError) -> str:
