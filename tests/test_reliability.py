@@ -411,7 +411,9 @@ def test_a_worker_stopped_while_starting_exits_cleanly(config, redis, when):
         wait_for(lambda: Worker.count(connection=redis) or process.poll() is not None, timeout=120,
                  interval=0.005, message="the worker to register")
     else:
-        wait_for(lambda: children(process.pid) or process.poll() is not None, timeout=120, interval=0.005,
+        # The engine host by name: importing yt-dlp runs short-lived children too (pycryptodomex asks
+        # `file` and `ldconfig` about the system), before the worker handles signals at all.
+        wait_for(lambda: _engine_host_of(process.pid) or process.poll() is not None, timeout=120, interval=0.005,
                  message="the engine host to start")
     started = children(process.pid)  # the engine host (and, once registered, RQ's scheduler process)
     process.send_signal(signal.SIGTERM)
@@ -419,6 +421,18 @@ def test_a_worker_stopped_while_starting_exits_cleanly(config, redis, when):
     assert Worker.count(connection=redis) == 0
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in started), timeout=10,
              message="the worker's children to be gone")
+
+
+def _engine_host_of(pid: int) -> bool:
+    """Whether the process ``pid`` has started its engine host."""
+    for child in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if b"workers.engine_host" in cmdline.read():
+                    return True
+        except OSError:  # gone meanwhile
+            continue
+    return False
 
 
 def test_an_idle_workers_lost_stop_request_is_made_again(config):

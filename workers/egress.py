@@ -106,21 +106,22 @@ class EgressProxy:
         log.warning("egress refused target=%s reason=%r", target, why)
 
     def connect(self, addresses: list[str], port: int) -> socket.socket | None:
-        """A connection to the first of ``addresses`` that answers, through the upstream proxy if there is one."""
+        """A connection to the first of ``addresses`` that answers, through the upstream proxy if there is one.
+
+        Through a proxy only the first address is tried: its answer (a 502, say) cannot tell a broken
+        proxy from an address that is down, so any failure is taken as the proxy's (``upstream_failures``)
+        and the job tries its next proxy.
+        """
         if self.upstream is None:
             return _connect(addresses, port)
-        for address in addresses:
-            try:
-                return _tunnel(self.upstream, address, port)
-            except _UpstreamRefused as exc:
-                self.upstream_failures.append(str(exc))
-                log.warning("upstream proxy failed proxy=%s reason=%r", self.upstream.label, str(exc))
-                return None  # the proxy's fault, not the address's: the job tries its next proxy
-            except OSError as exc:
-                self.upstream_failures.append(f"the connection to the proxy failed ({exc.strerror or exc.__class__.__name__})")
-                log.warning("upstream proxy unreachable proxy=%s reason=%r", self.upstream.label,
-                            exc.strerror or exc.__class__.__name__)
-                return None
+        try:
+            return _tunnel(self.upstream, addresses[0], port)
+        except _UpstreamRefused as exc:
+            why = str(exc)
+        except OSError as exc:
+            why = f"the connection to the proxy failed ({exc.strerror or exc.__class__.__name__})"
+        self.upstream_failures.append(why)
+        log.warning("upstream proxy failed proxy=%s reason=%r", self.upstream.label, why)
         return None
 
 

@@ -63,7 +63,8 @@ def parse_proxy(entry: str, position: int) -> Proxy:
                   unquote(parts.username) if parts.username is not None else None,
                   unquote(parts.password) if parts.password is not None else None)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"proxy {position} ({proxy.label}) has a path or query; give scheme://[user:password@]host:port")
+        raise ValueError(f"proxy {position} ({proxy.label}) has a path or query; "
+                         "give scheme://[user:password@]host:port")
     return proxy
 
 
