@@ -8,8 +8,8 @@ COPY app ./app
 COPY workers ./workers
 COPY scheduler ./scheduler
 # Optional extras, e.g. `--build-arg EXTRAS=youtube-pot` (docker-compose.yml passes YTCAPTION_EXTRAS). The
-# dependencies bring yt-dlp's JavaScript runtime too: the `deno` wheel installs its binary (it needs libc only)
-# into /usr/local/bin, and the worker hands yt-dlp that path.
+# dependencies bring yt-dlp's JavaScript runtime too: the `deno` wheel installs its binary into /usr/local/bin
+# (it needs glibc 2.27+ and libgcc_s, both in this image), and the worker hands yt-dlp that path.
 ARG EXTRAS=""
 RUN pip install ".${EXTRAS:+[$EXTRAS]}" && useradd --create-home ytcaption
 USER ytcaption
