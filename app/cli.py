@@ -117,6 +117,23 @@ def check(what: str) -> None:
         click.echo(f"scheduled: {', '.join(sorted(scheduled))}")
 
 
+@cli.command()
+@click.option("--no-model", is_flag=True, help="Do not load the model (a few seconds, and its memory).")
+@_friendly_errors
+def doctor(no_model: bool) -> None:
+    """Check this machine: Redis, the model, yt-dlp and its JavaScript runtime, cookies, proxies, disk.
+
+    One line per check (ok, warn or fail, with the fix); exits 1 if any check fails.
+    """
+    from workers.doctor import run_checks
+
+    checks = run_checks(_settings(), model=not no_model)
+    for check in checks:
+        click.echo(check.line())
+    if any(check.status == "fail" for check in checks):
+        sys.exit(1)
+
+
 @cli.group()
 def users() -> None:
     """Create users, change their tier, role or quota, show usage."""

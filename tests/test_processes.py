@@ -206,6 +206,10 @@ def test_worker_logs_one_logfmt_line_per_event_with_the_job_id(config, redis, me
     assert any("msg=transcribed" in line and "logger=workers.engine_host" in line for line in lines
                if f"job_id={ok.id}" in line)
     assert all(f"job_id={ok.id}" in line for line in lines if "logger=workers.jobs" in line and "fox.m4a" in line)
+    # At start, the worker logs what `ytcaption doctor` checks (but the model, which its engine host loaded).
+    doctor = [line for line in lines if "logger=workers.doctor" in line]
+    assert any('msg="doctor: ok    redis' in line for line in doctor), doctor
+    assert any("js-runtime" in line for line in doctor) and not any(" model " in line for line in doctor)
 
 
 def test_honcho_runs_the_procfile_as_the_readme_shows(config, redis):

@@ -42,6 +42,7 @@ from app.core.reliability import claim, release, taken_from
 from app.core.settings import Settings
 from workers import context, ytdlp
 from workers.callbacks import horse_killed
+from workers.doctor import log_summary
 from workers.download import warm_up
 from workers.engine_host import EngineHost
 from workers.fetch import FetchingQueue
@@ -300,6 +301,7 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     try:
         warm_up()
         host.start()
+        log_summary(settings)
         context.use(settings, host.client)
         pause = 1.0
         while not stop_signals:
