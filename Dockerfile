@@ -3,6 +3,10 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /srv/ytcaption
 
+# ffmpeg: yt-dlp hands it the streams it cannot download itself (HLS with keys, DASH to merge);
+# `ytcaption doctor` warns without it.
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
+
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY workers ./workers
