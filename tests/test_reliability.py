@@ -423,6 +423,17 @@ def test_a_worker_stopped_while_starting_exits_cleanly(config, redis, when):
              message="the worker's children to be gone")
 
 
+def _forks_of(pid: int) -> list[int]:
+    def cmdline(pid: int) -> bytes | None:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                return file.read()
+        except OSError:
+            return None
+
+    return [child for child in children(pid) if cmdline(child) == cmdline(pid)]
+
+
 def _engine_host_of(pid: int) -> bool:
     """Whether the process ``pid`` has started its engine host."""
     for child in children(pid):
@@ -485,7 +496,8 @@ def test_a_stopping_worker_does_not_wait_forever_for_its_scheduler(config, redis
         "        time.sleep(0.01)\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "settings = Settings.load()\n"
-        "worker = build_worker(connect(settings), settings)\n"
+        # A queue of its own: the scheduler locks of the usual queues may be held by another test's worker.
+        f"worker = build_worker(connect(settings), settings, [{'scheduler-' + tmp_path.name!r}])\n"
         "threading.Thread(target=stop_once_the_scheduler_runs, daemon=True).start()\n"
         "worker.work(logging_level='WARNING', with_scheduler=True)\n"
         "print('scheduler alive:', worker.scheduler._process.is_alive())\n"
@@ -496,6 +508,28 @@ def test_a_stopping_worker_does_not_wait_forever_for_its_scheduler(config, redis
     assert Worker.count(connection=redis) == 0
     output = result.stdout + result.stderr
     assert ("did not stop in 3 s; killing it" in output) == (scheduler == "ignores SIGTERM"), output[-2000:]
+
+
+def test_a_killed_workers_scheduler_process_stops_and_releases_its_locks(config, redis):
+    """RQ stops its scheduler process only from the worker's teardown: after a SIGKILL of the worker
+    it ran on, for good, holding its queues' scheduler locks. Now it stops by itself within moments."""
+    from tests.helpers import ytcaption_command
+
+    process = subprocess.Popen([ytcaption_command(), "worker", "express"])
+    try:
+        wait_for(lambda: redis.get("rq:scheduler-lock:express") or process.poll() is not None, timeout=120,
+                 message="the worker's scheduler to take its lock")
+        # RQ's scheduler process: a fork of the worker (the same command line), unlike the engine host.
+        wait_for(lambda: _forks_of(process.pid) or process.poll() is not None, timeout=30,
+                 message="the scheduler process")
+        assert process.poll() is None
+        scheduler = _forks_of(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in scheduler), timeout=30,
+             message="the scheduler process to stop")
+    assert redis.get("rq:scheduler-lock:express") is None  # released, not left to expire
 
 
 def test_a_full_redis_refuses_submits_with_a_503_and_still_answers_reads(tmp_path, config, media_server):

@@ -21,6 +21,7 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -89,6 +90,9 @@ class TranscriptionWorker(HerokuWorker):
         self.hand_back_raised = False
         #: Set once RQ's work loop was left (its teardown began).
         self.left_work_loop = False
+        #: The worker's own process (RQ's scheduler process watches it).
+        self.process_id = os.getpid()
+        multiprocessing.util.register_after_fork(self, _stop_with_worker)
 
     # Why: RQ has no hook around a job in the worker. Before the job: claim it on the fetched list
     # (a worker that was frozen may find it given to another), and restart the engine host if it
@@ -261,6 +265,19 @@ class TranscriptionWorker(HerokuWorker):
             return
         self.hand_back_raised = True
         super().request_force_stop_sigrtmin(signum, frame)
+
+
+def _stop_with_worker(worker: TranscriptionWorker) -> None:
+    """In RQ's scheduler process (forked by ``multiprocessing``; work horses are not): stop once the
+    worker is gone. RQ stops its scheduler only from the worker's teardown, so a worker killed with
+    SIGKILL (the OOM killer, a supervisor's last resort) left it running for good, old code and all,
+    holding its queues' scheduler locks. SIGTERM stops it as the worker would (locks released)."""
+    def watch() -> None:
+        while os.getppid() == worker.process_id:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
 
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
