@@ -125,9 +125,14 @@ def doctor(no_model: bool) -> None:
 
     One line per check (ok, warn or fail, with the fix); exits 1 if any check fails.
     """
-    from workers.doctor import run_checks
+    from workers.doctor import Check, run_checks
 
-    checks = run_checks(_settings(), model=not no_model)
+    try:
+        settings = _settings()
+    except YtcaptionError as exc:  # a setting that stops every process: no other check can run
+        click.echo(Check("settings", "fail", exc.message, "correct it (docs/settings.md)").line())
+        sys.exit(1)
+    checks = run_checks(settings, model=not no_model)
     for check in checks:
         click.echo(check.line())
     if any(check.status == "fail" for check in checks):

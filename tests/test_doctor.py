@@ -98,3 +98,10 @@ def test_a_proxy_that_listens_is_reachable(config, monkeypatch):
         monkeypatch.setenv("YTDLP_PROXIES", f"http://127.0.0.1:{listener.getsockname()[1]}")
         check, = check_proxies(Settings.load())
     assert check.status == "ok" and "reachable" in check.detail
+
+
+def test_a_setting_that_stops_every_process_is_the_one_failure_shown(config, tmp_path):
+    code, lines = doctor("--no-model", env={"YTDLP_COOKIES_FILE": str(tmp_path / "missing.txt")})
+    assert code == 1
+    assert len(lines) == 1 and re.match(r"fail\s+settings\s+Setting YTDLP_COOKIES_FILE=", lines[0]), lines
+    assert "(fix: " in lines[0]

@@ -77,7 +77,8 @@ def check_redis(settings: Settings) -> Iterator[Check]:
         version = connection.info("server").get("redis_version", "?")
     except Exception as exc:
         yield Check("redis", "fail", f"{where} unreachable: {exc}",
-                    "start Redis, or set REDIS_URL (or REDIS_SENTINELS) to one this machine reaches")
+                    "start Redis (`ytcaption up` runs one in DATA_DIR, a directory relative to where it was "
+                    "started: run the doctor there), or set REDIS_URL (or REDIS_SENTINELS)")
         return
     yield Check("redis", "ok", f"Redis {version} at {where}")
 
@@ -124,7 +125,7 @@ def check_js_runtime(settings: Settings) -> Iterator[Check]:
     try:
         runtime = js_runtime(settings)
     except ConfigurationError as exc:
-        yield Check("js-runtime", "fail", exc.message, "fix YTDLP_JS_RUNTIME, or unset it for the bundled Deno")
+        yield Check("js-runtime", "fail", exc.message, "correct YTDLP_JS_RUNTIME, or unset it for the bundled Deno")
         runtime = False
     if runtime is False:
         pass
@@ -152,7 +153,7 @@ def check_extractor_args(settings: Settings) -> Iterator[Check]:
     try:
         parsed = extractor_args(settings)
     except ConfigurationError as exc:
-        yield Check("extractor", "fail", exc.message, "fix YTDLP_EXTRACTOR_ARGS (yt-dlp's --extractor-args format)")
+        yield Check("extractor", "fail", exc.message, "correct YTDLP_EXTRACTOR_ARGS (yt-dlp's --extractor-args format)")
         return
     yield Check("extractor", "ok", "arguments for " + ", ".join(sorted(parsed)))
 
@@ -185,7 +186,8 @@ def check_cookies(settings: Settings) -> Iterator[Check]:
         yield Check("cookies", "warn", f"{path}: {len(jar)} cookies, none for youtube.com",
                     "export the cookies of a signed-in youtube.com browser session")
     elif len(expired) == len(youtube):
-        yield Check("cookies", "fail", f"{path}: all {len(youtube)} youtube.com cookies have expired",
+        which = "its youtube.com cookie has" if len(youtube) == 1 else f"all {len(youtube)} youtube.com cookies have"
+        yield Check("cookies", "fail", f"{path}: {which} expired",
                     "export fresh cookies from a signed-in browser session")
     elif expired:
         yield Check("cookies", "warn", f"{path}: {len(expired)} of {len(youtube)} youtube.com cookies have expired",

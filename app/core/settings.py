@@ -169,7 +169,8 @@ class Settings(BaseSettings):
         "Proxies the downloads go out through: comma-separated URLs, `http`, `https`, `socks4`, `socks4a`, "
         "`socks5` or `socks5h`, with `user:password@` if needed (percent-encode a `,` or `@` in them). Each job "
         "starts at the next proxy in turn and, on a proxy failure or a YouTube bot check, tries the next. "
-        "Non-YouTube downloads use the `http://` ones only (docs/operations.md#youtube). Never logged."))
+        "Non-YouTube downloads use the `http://` ones only (docs/operations.md#youtube). Credentials are never "
+        "logged: a proxy is named by `scheme://host:port`."))
     ytdlp_extractor_args: str | None = Field(None, description=(
         "yt-dlp's `--extractor-args`, in its format: `extractor:key=value[,value...][;key=...]`, several groups "
         "separated by spaces, e.g. `youtube:player_client=default,mweb youtubepot-bgutilhttp:base_url=http://"
@@ -184,8 +185,8 @@ class Settings(BaseSettings):
     job_max_retries: NonNegativeInt = Field(3, description=(
         "Retries after a transient failure or a lost worker (so at most 4 attempts); `0` disables retries."))
     job_retry_base: float = Field(60.0, ge=0, description=(
-        "Delay before the first retry, in seconds; retry *n* waits between half and all of "
-        "`min(JOB_RETRY_MAX, JOB_RETRY_BASE × 2^n)`. `0` retries at once."))
+        "Delay before the first retry, in seconds; retry *n* (counted from 0) waits between half and all of "
+        "`min(JOB_RETRY_MAX, JOB_RETRY_BASE × 2^n)`: up to 1, 2, then 4 minutes. `0` retries at once."))
     job_retry_max: float = Field(600.0, ge=0, description="Cap of the retry delay, in seconds.")
     worker_shutdown_grace: NonNegativeInt = Field(20, description=(
         "On SIGTERM a worker lets its current job run this many seconds, then hands it back to the front of its "
