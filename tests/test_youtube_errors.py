@@ -22,7 +22,8 @@ from app.core.errors import JobError, LiveNotSupported, public_message
 from tests.fake_youtube import URL, fake_youtube, playability, playable, youtube_dl
 from tests.helpers import status as job_status
 from tests.helpers import submit
-from workers.download import _refuse_live, classify
+from workers.download import _refuse_live
+from workers.download_errors import classify
 from workers.jobs import is_transient
 
 BOT = "Sign in to confirm you\u2019re not a bot"  # YouTube's typographic apostrophe (U+2019)

@@ -1,4 +1,4 @@
-"""Download one video's audio, or its own captions, with yt-dlp, and map yt-dlp's errors to ytcaption's."""
+"""Download one video's audio, or its own captions, with yt-dlp (``download_errors`` says what a failure means)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,17 @@ from urllib.parse import urlsplit
 from redis import Redis
 from yt_dlp import YoutubeDL
 from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
-from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
+from yt_dlp.utils import DownloadError, ExtractorError
 
 from app.core import stats
 from app.core.errors import (
-    AgeRestricted,
     FileTooLarge,
-    GeoBlocked,
-    JobError,
     LiveNotSupported,
-    MembersOnly,
     NoCaptions,
-    PrivateVideo,
     RedirectNotAllowed,
     TransientDownloadError,
     UnsupportedURL,
     VideoTooLong,
-    VideoUnavailable,
     YouTubeBotCheck,
 )
 from app.core.proxies import Proxy
@@ -39,6 +33,7 @@ from app.core.settings import Settings
 from app.core.urls import YOUTUBE_HOSTS
 from workers import ytdlp
 from workers.captions import caption_tracks, choose_track, parse_vtt
+from workers.download_errors import chain, classify
 from workers.egress import EgressProxy
 from workers.engines import Segment
 
@@ -354,7 +349,7 @@ def _close_responses(exc: BaseException) -> None:
     """Close the connection of each HTTP error answer in ``exc``'s chain: yt-dlp leaves it open, and the
     error outlives the download (a job may try its next proxy; the failure is kept until the end)."""
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
-    for link in _chain(cause):
+    for link in chain(cause):
         if isinstance(link, HTTPError):
             link.close()
 
@@ -365,7 +360,7 @@ def _proxy_failed(exc: BaseException) -> bool:
     not open: yt-dlp's ``TransportError``, ``ProxyError`` among them) is the proxy's, and so is HTTP 407."""
     cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
     return any(isinstance(link, TransportError) or (isinstance(link, HTTPError) and link.status == 407)
-               for link in _chain(cause))
+               for link in chain(cause))
 
 
 def _proxy_failure_kind(exc: BaseException) -> str:
@@ -377,129 +372,3 @@ def _proxy_failure_kind(exc: BaseException) -> str:
             return kind
     status = re.search(r"tunnel connection failed: (\d{3})", text)
     return f"it answered HTTP {status.group(1)}" if status else "unreachable or refusing"
-
-
-def classify(exc: Exception) -> JobError:
-    """Map a yt-dlp failure to the ``JobError`` that tells the client what happened and whether retrying helps.
-
-    yt-dlp raises a ``DownloadError`` whose ``exc_info`` holds what caused it: an ``ExtractorError``
-    (the site's reason in its message), a ``GeoRestrictedError``, or the ``HTTPError`` or
-    ``TransportError`` of a request that failed. Types decide where yt-dlp gives one; YouTube's
-    reasons are told apart by their words (``_YOUTUBE_SAYS``).
-    """
-    cause = exc.exc_info[1] if isinstance(exc, DownloadError) and exc.exc_info else exc
-    for link in _chain(cause):
-        if isinstance(link, JobError):
-            return link  # raised by our own guard inside yt-dlp
-    reason = _reason(exc, cause)
-    site = "YouTube" if str(getattr(cause, "ie", None) or "").startswith("youtube") else "The site"
-    if isinstance(cause, UnsupportedError):
-        return UnsupportedURL(f"No video was found at this URL ({reason}).")
-    if isinstance(cause, GeoRestrictedError):
-        return GeoBlocked(_SAYS[GeoBlocked].format(site=site, reason=reason))
-    if isinstance(cause, HTTPError):
-        if cause.status in (403, 429) and _is_youtube(cause.response.url):
-            # Google's answer to too many requests, or to requests it takes for a bot's (a media URL
-            # fetched without the PO token YouTube now wants): the server is refused, not the video.
-            return YouTubeBotCheck(f"YouTube answered HTTP {cause.status}. {_REFUSED}")
-        if cause.status == 429 or cause.status >= 500:
-            return TransientDownloadError(f"The video host answered HTTP {cause.status}; try again later.")
-        return VideoUnavailable(f"The video host answered HTTP {cause.status} ({reason}).")
-    if isinstance(cause, TransportError):
-        return TransientDownloadError(f"Network error while downloading: {reason}.")
-    words = reason.translate(_STRAIGHT_APOSTROPHES).lower()
-    if any(phrase in words for phrase in _YTDLP_SAYS_REFUSED):
-        return YouTubeBotCheck(f"YouTube answered none of this server's requests for the video. {_REFUSED}")
-    for error, phrases in _YOUTUBE_SAYS:
-        if any(phrase in words for phrase in phrases):
-            return error(_SAYS[error].format(site=site, reason=reason))
-    if isinstance(cause, ExtractorError) and cause.expected:
-        return VideoUnavailable(_SAYS[VideoUnavailable].format(site=site, reason=reason))
-    return TransientDownloadError(reason)
-
-
-# What YouTube says, as yt-dlp passes it on (the playability reason, in English, then ". " and the
-# subreason), and what yt-dlp itself says about YouTube. The first match wins, so the order matters:
-# a bot check or a rate limit may come after "Video unavailable" in the same message, and a private
-# video's subreason says "Sign in if you've been granted access". tests/test_youtube_errors.py has
-# each message and where it comes from.
-_YOUTUBE_SAYS: tuple[tuple[type[JobError], tuple[str, ...]], ...] = (
-    (YouTubeBotCheck, (
-        "confirm you're not a bot",
-        "captcha challenge",  # yt-dlp: "YouTube is requiring a captcha challenge before playback"
-        "this content isn't available, try again later",  # yt-dlp: "rate-limited by YouTube for up to an hour"
-    )),
-    (LiveNotSupported, (
-        "live event will begin",
-        "premieres in",
-        "premiere will begin",
-        "this live event has ended",  # it has just ended: its recording is not ready yet
-        "live stream recording is not available",
-    )),
-    (PrivateVideo, ("private video", "this video is private")),
-    (MembersOnly, ("members-only", "join this channel", "this channel's members")),
-    (AgeRestricted, ("confirm your age", "age-restricted", "inappropriate for some users")),
-    (GeoBlocked, ("available in your country", "available from your location")),
-    (VideoUnavailable, (
-        "video unavailable",
-        "this video is unavailable",
-        "has been removed",
-        "no longer available",
-        "is not available",
-        "has been terminated",
-        "copyright",
-        "does not exist",
-    )),
-)
-
-# yt-dlp's own words when YouTube answered none of its requests for the video's player: each
-# refusal (mostly HTTP 403 or 429) is only a warning in the worker's log. On a server whose
-# network works, that is YouTube refusing the server.
-_YTDLP_SAYS_REFUSED = (
-    "failed to extract any player response",
-    "your ip is likely being blocked",  # every player response was another video's
-)
-_REFUSED = ("YouTube is refusing this server's IP address, not this video. The job is retried while it has "
-            "attempts left; if this goes on, the operator must give the server YouTube cookies "
-            "(YTDLP_COOKIES_FILE), proxies (YTDLP_PROXIES) or PO tokens.")
-_NEVER = "retrying will not help."
-_SAYS: dict[type[JobError], str] = {
-    YouTubeBotCheck: '{site} says: "{reason}". ' + _REFUSED,
-    LiveNotSupported: ('{site} says: "{reason}". A live stream or premiere can be transcribed only once it has '
-                       "ended and its recording is published; submit the video again then."),
-    PrivateVideo: '{site} says: "{reason}". The video is private; ' + _NEVER,
-    MembersOnly: '{site} says: "{reason}". The video is for the channel\'s members only; ' + _NEVER,
-    AgeRestricted: ('{site} says: "{reason}". The video is age-restricted, shown only to signed-in adults; '
-                    + _NEVER),
-    GeoBlocked: ('{site} says: "{reason}". The video is not available in the country this server downloads '
-                 "from; " + _NEVER),
-    VideoUnavailable: '{site} says: "{reason}". The video is unavailable; ' + _NEVER,
-}
-
-# What yt-dlp adds to a site's reason: advice for its command line (after ". "), and lines of its
-# own (a geo restriction's countries, "You might want to use a VPN").
-_YTDLP_ADDITIONS = re.compile(r"\.?\s+(?:Use --|See |Also see |The current session |Your account |"
-                              r"It is recommended |For more information|\(caused by )|; please report |\n")
-_YTDLP_PREFIX = re.compile(r"^(?:ERROR: )?(?:\[[^\]]+\] (?:[\w-]+: )?)?")
-_STRAIGHT_APOSTROPHES = str.maketrans("\u2018\u2019\u02bc\u2032`", "'''''")
-# YouTube's pages, its media hosts, and Google's "sorry" page that an over-eager client is sent to.
-_YOUTUBE_DOMAINS = ("youtube.com", "youtu.be", "youtube-nocookie.com", "googlevideo.com", "google.com")
-
-
-def _reason(exc: Exception, cause: BaseException | None) -> str:
-    """The site's own words, without yt-dlp's "ERROR: [youtube] <id>: ", advice or plea for bug reports."""
-    message = cause.orig_msg if isinstance(cause, ExtractorError) else _YTDLP_PREFIX.sub("", str(exc))
-    return _YTDLP_ADDITIONS.split(message.strip(), maxsplit=1)[0].strip().removesuffix(".")
-
-
-def _is_youtube(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return any(host == domain or host.endswith("." + domain) for domain in _YOUTUBE_DOMAINS)
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
