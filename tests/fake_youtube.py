@@ -17,6 +17,8 @@ from yt_dlp import YoutubeDL
 from yt_dlp.networking.common import Request, RequestHandler, Response
 from yt_dlp.networking.exceptions import HTTPError
 
+from tests.helpers import YtdlpLines
+
 VIDEO_ID = "dQw4w9WgXcQ"
 URL = f"https://www.youtube.com/watch?v={VIDEO_ID}"
 #: A media URL as YouTube gives them (an audio-only format, itag 140).
@@ -92,18 +94,6 @@ def answer(url: str, status: int, body: bytes, content_type: str) -> Response:
     return response
 
 
-class QuietLogger:
-    """yt-dlp's messages, kept for the test to look at rather than printed."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def debug(self, message: str) -> None:
-        self.lines.append(message)
-
-    info = warning = error = debug
-
-
 def youtube_dl(handler: type[RequestHandler], **params) -> YoutubeDL:
     """A ``YoutubeDL`` whose every request goes to ``handler``.
 
@@ -111,6 +101,6 @@ def youtube_dl(handler: type[RequestHandler], **params) -> YoutubeDL:
     whole process, which would leak into other tests); its request director is a cached property,
     so setting it on the instance is what replaces it.
     """
-    ydl = YoutubeDL({"quiet": True, "no_warnings": True, "cachedir": False, "logger": QuietLogger(), **params})
+    ydl = YoutubeDL({"quiet": True, "no_warnings": True, "cachedir": False, "logger": YtdlpLines(), **params})
     ydl._request_director = ydl.build_request_director([handler])
     return ydl

@@ -173,3 +173,15 @@ def start_api(port: int, env: dict | None = None):
         stop_process(process)  # a test that fails here must not leave a server behind
         raise
     return process
+
+
+class YtdlpLines:
+    """A logger for yt-dlp that keeps what it says, for the test to look at, rather than printing it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def debug(self, message: str) -> None:
+        self.lines.append(message)
+
+    info = warning = error = debug

@@ -41,6 +41,17 @@ def user_headers(client, tier="pro", email="rel@example.com") -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
+def run_on_a_new_worker(redis, client, headers, job_id: str, *statuses: str, timeout: float = 60,
+                        interval: float = 0.05) -> None:
+    """Start a worker, wait until the job's status is one of ``statuses``, stop the worker."""
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: status(client, headers, job_id)["status"] in statuses, timeout=timeout, interval=interval,
+                 message=f"the job to be {' or '.join(statuses)}")
+    finally:
+        stop_process(worker)
+
+
 def test_a_transient_download_failure_is_retried_with_growing_delays(make_client, media_server, redis):
     client = make_client(JOB_RETRY_BASE="2", JOB_RETRY_MAX="30")
     headers = user_headers(client)
@@ -49,12 +60,7 @@ def test_a_transient_download_failure_is_retried_with_growing_delays(make_client
     intervals = Job.fetch(job_id, connection=redis).retry_intervals
     assert 1 <= intervals[0] <= 2 <= intervals[1] <= 4 <= intervals[2] <= 8  # equal jitter: still growing
 
-    worker = start_worker(redis)
-    try:
-        wait_for(lambda: status(client, headers, job_id)["status"] in ("completed", "failed"), timeout=60,
-                 message="the job to end")
-    finally:
-        stop_process(worker)
+    run_on_a_new_worker(redis, client, headers, job_id, "completed", "failed")
     body = status(client, headers, job_id)
     assert (body["status"], body["attempt"]) == ("completed", 3), body
     failed = [t for t, _, _, code in media_server.requests_for("token=flaky") if code == 503]
@@ -71,12 +77,8 @@ def test_a_missing_video_fails_at_once_without_retry(make_client, media_server, 
     client = make_client(JOB_RETRY_BASE="1")
     headers = user_headers(client)
     job_id = submit(client, headers, media_server.url("gone.webm")).get_json()["job_id"]
-    worker = start_worker(redis)
-    try:
-        # "failed" is final: a job waiting for a retry would be "pending" (stage waiting_retry).
-        wait_for(lambda: status(client, headers, job_id)["status"] == "failed", timeout=60, message="failure")
-    finally:
-        stop_process(worker)
+    # "failed" is final: a job waiting for a retry would be "pending" (stage waiting_retry).
+    run_on_a_new_worker(redis, client, headers, job_id, "failed")
     body = status(client, headers, job_id)
     assert (body["error"]["type"], body["attempt"]) == ("video_unavailable", 1)
     assert len(media_server.requests_for("gone.webm")) == 1
@@ -172,12 +174,7 @@ def test_sigterm_hands_a_long_job_back_to_the_front_of_its_queue(make_client, me
     assert services.queues["express"].job_ids == [long_job, later_job]
     assert Worker.count(connection=redis) == 0  # every process unregistered on its way out
 
-    worker = start_worker(redis)
-    try:
-        wait_for(lambda: status(client, headers, long_job)["status"] == "completed", timeout=90, interval=0.5,
-                 message="done")
-    finally:
-        stop_process(worker)
+    run_on_a_new_worker(redis, client, headers, long_job, "completed", timeout=90, interval=0.5)
     assert status(client, headers, long_job)["attempt"] == 1  # handing back used no attempt
 
 
@@ -365,12 +362,7 @@ def test_a_second_sigterm_hands_the_job_back_once_and_at_once(make_client, media
     assert express.job_ids[0] == job_id and job_id not in express.scheduled_job_registry.get_job_ids()
     assert express.started_job_registry.count == 0
 
-    worker = start_worker(redis)
-    try:
-        wait_for(lambda: status(client, headers, job_id)["status"] == "completed", timeout=90, interval=0.5,
-                 message="the job to complete")
-    finally:
-        stop_process(worker)
+    run_on_a_new_worker(redis, client, headers, job_id, "completed", timeout=90, interval=0.5)
     job = Job.fetch(job_id, connection=redis)
     assert sorted(result.type.name for result in job.results()) == ["RETRIED", "SUCCESSFUL"]
     assert (status(client, headers, job_id)["attempt"], job.retries_left) == (1, attempts)

@@ -13,25 +13,13 @@ from yt_dlp import YoutubeDL
 
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
-from tests.helpers import status, submit, ytcaption_command
+from tests.helpers import YtdlpLines, status, submit, ytcaption_command
 from workers import ytdlp
 
 
-class Lines:
-    """A logger for yt-dlp that keeps what it says."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def debug(self, message: str) -> None:
-        self.lines.append(message)
-
-    info = warning = error = debug
-
-
-def verbose_ytdlp(settings: Settings, directory: Path, **given) -> tuple[YoutubeDL, Lines]:
+def verbose_ytdlp(settings: Settings, directory: Path, **given) -> tuple[YoutubeDL, YtdlpLines]:
     """A YoutubeDL with exactly the worker's options, made verbose so that it prints its debug header."""
-    lines = Lines()
+    lines = YtdlpLines()
     options = ytdlp.ytdlp_options(settings, directory=directory, logger=lines, **given)
     options.update(verbose=True, quiet=False)
     return YoutubeDL(options), lines
