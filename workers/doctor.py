@@ -126,16 +126,14 @@ def check_js_runtime(settings: Settings) -> Iterator[Check]:
         runtime = js_runtime(settings)
     except ConfigurationError as exc:
         yield Check("js-runtime", "fail", exc.message, "correct YTDLP_JS_RUNTIME, or unset it for the bundled Deno")
-        runtime = False
-    if runtime is False:
-        pass
-    elif runtime is None:
-        yield Check("js-runtime", "warn", "none (YTDLP_JS_RUNTIME=none): some YouTube formats will be missing",
-                    "unset YTDLP_JS_RUNTIME to use the bundled Deno")
     else:
-        name, path = runtime
-        version = _first_line([path, "--version"]).removeprefix(name).split(" (")[0].strip()
-        yield Check("js-runtime", "ok", f"{name} {version} at {path}")
+        if runtime is None:
+            yield Check("js-runtime", "warn", "none (YTDLP_JS_RUNTIME=none): some YouTube formats will be missing",
+                        "unset YTDLP_JS_RUNTIME to use the bundled Deno")
+        else:
+            name, path = runtime
+            version = _first_line([path, "--version"]).removeprefix(name).split(" (")[0].strip()
+            yield Check("js-runtime", "ok", f"{name} {version} at {path}")
     solver = ejs_solver_version()
     if solver is None:
         yield Check("ejs-solver", "fail", "yt-dlp's EJS challenge solver scripts (yt-dlp-ejs) are not installed",
