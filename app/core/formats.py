@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.core.schemas import Transcript, from_epoch
+from app.core.transcripts import chapter_of_each
 
 Segment = Mapping[str, Any]
 Chapter = Mapping[str, Any]
@@ -36,19 +37,13 @@ def _cues(segments: Sequence[Segment]) -> list[tuple[float, float, str]]:
 
 def _sections(segments: Sequence[Segment], chapters: Sequence[Chapter]) -> list[tuple[Chapter | None, list]]:
     """The cues in chapters: those before the first chapter (if any), then each chapter with its
-    cues (a cue is in the chapter it starts in, as ``chapters_with_segments`` decides)."""
+    cues (a cue is in the chapter it starts in: ``chapter_of_each``, as in the stored transcript)."""
     ordered = sorted(chapters, key=lambda chapter: float(chapter["start"]))
-    sections: list[tuple[Chapter | None, list]] = [(None, [])]
-    following = iter(ordered)
-    upcoming = next(following, None)
-    for cue in _cues(segments):
-        while upcoming is not None and float(upcoming["start"]) <= cue[0]:
-            sections.append((upcoming, []))
-            upcoming = next(following, None)
-        sections[-1][1].append(cue)
-    while upcoming is not None:  # chapters after the last cue: still part of the outline
-        sections.append((upcoming, []))
-        upcoming = next(following, None)
+    cues = _cues(segments)
+    sections: list[tuple[Chapter | None, list]] = [(None, []), *((chapter, []) for chapter in ordered)]
+    for cue, owner in zip(cues, chapter_of_each([float(chapter["start"]) for chapter in ordered],
+                                                (cue[0] for cue in cues))):
+        sections[owner + 1][1].append(cue)
     return sections if sections[0][1] else sections[1:]
 
 

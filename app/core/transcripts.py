@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis import Redis
@@ -26,25 +26,34 @@ class TranscriptStore:
         return json.loads(raw) if raw else None
 
 
+def chapter_of_each(chapter_starts: Sequence[float], segment_starts: Iterable[float]) -> list[int]:
+    """For each segment start, in time order, the index of its chapter: the last one that starts at or
+    before it (``chapter_starts`` sorted), or -1 for a segment before the first chapter."""
+    indexes, current = [], -1
+    for start in segment_starts:
+        while current + 1 < len(chapter_starts) and chapter_starts[current + 1] <= start:
+            current += 1
+        indexes.append(current)
+    return indexes
+
+
 def chapters_with_segments(chapters: Sequence[Mapping[str, Any]],
                            segments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each chapter (``title``, ``start``, ``end``) with the ids of its first and last segments.
 
-    A segment belongs to the chapter it starts in: the last chapter that starts at or before it
-    (so a segment in a gap between two chapters stays with the one before, and one past the last
-    chapter's end with the last). Segments are in time order, so each chapter holds a contiguous
-    run, ``segments[first_segment:last_segment + 1]``; a chapter without any has both ``None``.
+    A segment belongs to the chapter it starts in (``chapter_of_each``), so a segment in a gap
+    between two chapters stays with the one before, and one past the last chapter's end with the
+    last. Segments are in time order, so each chapter holds a contiguous run,
+    ``segments[first_segment:last_segment + 1]``; a chapter without any has both ``None``.
     Segments before the first chapter belong to none.
     """
     ordered = sorted(chapters, key=lambda chapter: chapter["start"])
     result = [{"title": chapter["title"], "start": chapter["start"], "end": chapter["end"],
                "first_segment": None, "last_segment": None} for chapter in ordered]
-    current = -1
-    for segment in segments:
-        while current + 1 < len(result) and result[current + 1]["start"] <= segment["start"]:
-            current += 1
-        if current >= 0:
-            chapter = result[current]
+    owners = chapter_of_each([chapter["start"] for chapter in ordered], (segment["start"] for segment in segments))
+    for segment, owner in zip(segments, owners):
+        if owner >= 0:
+            chapter = result[owner]
             if chapter["first_segment"] is None:
                 chapter["first_segment"] = segment["id"]
             chapter["last_segment"] = segment["id"]
