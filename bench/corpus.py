@@ -3,9 +3,10 @@
 espeak-ng speaks the texts of ``bench.prose`` sentence by sentence; the sentences are laid end to
 end with set pauses, so the reference text and the timeline (where speech is) are known exactly,
 not guessed from the audio. sox resamples to 16 kHz and makes the noise. Everything is
-deterministic: fixed texts, voices and pauses, and sox's repeatable mode (``-R``, a fixed seed)
-for the noise, so two runs transcribe the same samples. Nothing here is committed audio: the clips
-go into the directory the caller gives (the bench's temp dir).
+deterministic, so two runs transcribe the same samples: fixed texts, voices and pauses, and sox's
+repeatable mode (``-R``, a fixed seed) for the noise and for the dither of its resampling (without
+it, a clean clip's WER moved between runs). Nothing here is committed audio: the clips go into
+the directory the caller gives (the bench's temp dir).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class Clip:
     """A WAV file and what it holds: the words said, and the spans (seconds) where they are said."""
 
     name: str
-    group: str  # voices, noise, long-form, silence, silence-speech-silence, repeatability
+    #: What the clip tests: voices, noise 5 dB (and each SNR), long-form, silence, silence-speech-silence,
+    #: repeatability. Figures are by group.
+    group: str
     label: str
     path: Path
     duration: float
@@ -93,7 +96,7 @@ class Plan:
 
 
 QUICK = Plan(voices=("en-us", "en-gb"), speeds=(175,), noise_voices=("en-us",), snrs=(5.0,), passage_sentences=3,
-             long_form=False, silence_seconds=30.0, padding_seconds=15.0, repeat_paragraphs=1, repeat_snr=10.0)
+             long_form=False, silence_seconds=15.0, padding_seconds=10.0, repeat_paragraphs=1, repeat_snr=10.0)
 FULL = Plan(voices=("en-us", "en-gb", "en-us+f3", "en-gb-scotland"), speeds=(130, 175, 220),
             noise_voices=("en-us", "en-gb"), snrs=(20.0, 5.0), passage_sentences=6, long_form=True,
             silence_seconds=180.0, padding_seconds=60.0, repeat_paragraphs=4, repeat_snr=10.0)
@@ -103,7 +106,6 @@ def make(directory: Path, plan: Plan) -> list[Clip]:
     """Every clip of ``plan``, as 16 kHz mono WAV files in ``directory``."""
     check_voices({*plan.voices, *plan.noise_voices, plan.long_form_voice, plan.repeat_voice})
     directory.mkdir(parents=True, exist_ok=True)
-    noise = _Noise(directory)
     clips = []
     for voice in plan.voices:
         for speed in plan.speeds:
@@ -113,8 +115,8 @@ def make(directory: Path, plan: Plan) -> list[Clip]:
     for voice in plan.noise_voices:
         for snr in plan.snrs:
             audio, speech = speak([prose.sentences(plan.passage)], voice, plan.speed)
-            mixed = audio + noise.at(len(audio), _rms(audio, speech) / 10 ** (snr / 20))
-            clips.append(_save(directory, f"noise-{_slug(voice)}-{snr:g}db", "noise",
+            mixed = audio + pink_noise(len(audio), _rms(audio, speech) / 10 ** (snr / 20), directory)
+            clips.append(_save(directory, f"noise-{_slug(voice)}-{snr:g}db", f"noise {snr:g} dB",
                                f"{voice}, {plan.speed} wpm, pink noise at {snr:g} dB SNR", mixed, plan.passage,
                                speech))
     if plan.long_form:
@@ -125,12 +127,12 @@ def make(directory: Path, plan: Plan) -> list[Clip]:
                        np.zeros(silence, dtype=np.float32)))
     clips.append(_save(directory, "silence-floor", "silence",
                        f"pink noise floor at {plan.floor_dbfs:g} dBFS, {plan.silence_seconds:g} s",
-                       noise.at(silence, floor)))
-    clips.append(_silence_speech_silence(directory, plan, noise))
+                       pink_noise(silence, floor, directory)))
+    clips.append(_silence_speech_silence(directory, plan))
     text = " ".join(prose.LONG_FORM[: plan.repeat_paragraphs])
     audio, speech = speak([prose.sentences(paragraph) for paragraph in prose.LONG_FORM[: plan.repeat_paragraphs]],
                           plan.repeat_voice, plan.speed)
-    audio = audio + noise.at(len(audio), _rms(audio, speech) / 10 ** (plan.repeat_snr / 20))
+    audio = audio + pink_noise(len(audio), _rms(audio, speech) / 10 ** (plan.repeat_snr / 20), directory)
     clips.append(_save(directory, "repeatability", "repeatability",
                        f"{plan.repeat_voice}, {plan.speed} wpm, pink noise at {plan.repeat_snr:g} dB SNR", audio, text,
                        speech))
@@ -168,7 +170,7 @@ def speak(paragraphs: list[list[str]], voice: str, speed: int) -> tuple[np.ndarr
                 length += len(samples) + len(pieces[-1])
         # Half the level first: espeak-ng peaks near full scale, and resampling overshoots its peaks.
         audio = resample(np.concatenate(pieces) / 2, rate, work_dir)
-    speech = [(round(start / rate, 3), round(min(end / rate, len(audio) / SAMPLE_RATE), 3)) for start, end in spans]
+    speech = [(start / rate, min(end / rate, len(audio) / SAMPLE_RATE)) for start, end in spans]
     return audio * (10 ** (SPEECH_DBFS / 20) / _rms(audio, speech)), speech
 
 
@@ -188,7 +190,7 @@ def resample(audio: np.ndarray, rate: int, work_dir: Path) -> np.ndarray:
     """``audio`` at ``rate`` Hz, resampled to 16 kHz by sox (its band-limited ``rate`` effect)."""
     source, target = work_dir / "in.wav", work_dir / "out.wav"
     write_wav(source, audio, rate)
-    subprocess.run(["sox", str(source), "-r", str(SAMPLE_RATE), str(target)], check=True)
+    subprocess.run(["sox", "-R", str(source), "-r", str(SAMPLE_RATE), str(target)], check=True)  # -R: fixed dither
     return read_wav(target)[1]
 
 
@@ -207,23 +209,14 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
         out.writeframes((np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes())
 
 
-class _Noise:
-    """Pink noise from sox, made once (repeatable mode: the same samples every run) and cut to size."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.samples = np.zeros(0, dtype=np.float32)
-
-    def at(self, length: int, rms: float) -> np.ndarray:
-        """``length`` samples of the noise, scaled to ``rms``."""
-        if length > len(self.samples):
-            path = self.directory / "pinknoise.wav"
-            subprocess.run(["sox", "-R", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path),
-                            "synth", f"{length / SAMPLE_RATE + 1:.3f}", "pinknoise"], check=True)
-            self.samples = read_wav(path)[1]
-            path.unlink()
-        noise = self.samples[:length]
-        return noise * (rms / float(np.sqrt(np.mean(noise**2))))
+def pink_noise(length: int, rms: float, work_dir: Path) -> np.ndarray:
+    """``length`` samples of sox's pink noise at ``rms``: the same samples for the same length, every run."""
+    path = work_dir / "pinknoise.wav"
+    subprocess.run(["sox", "-R", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path),
+                    "synth", f"{length / SAMPLE_RATE:.6f}", "pinknoise"], check=True)
+    noise = read_wav(path)[1][:length]
+    path.unlink()
+    return noise * (rms / float(np.sqrt(np.mean(noise**2))))
 
 
 def _espeak(text: str, voice: str, speed: int, path: Path) -> tuple[int, np.ndarray]:
@@ -246,13 +239,13 @@ def _long_form(directory: Path, plan: Plan) -> Clip:
                  f"{min(PARAGRAPH_PAUSES):g}–{max(PARAGRAPH_PAUSES):g} s", audio, " ".join(prose.LONG_FORM), speech)
 
 
-def _silence_speech_silence(directory: Path, plan: Plan, noise: _Noise) -> Clip:
+def _silence_speech_silence(directory: Path, plan: Plan) -> Clip:
     """The passage between two long silences, all over the noise floor (a room, not digital silence)."""
     audio, speech = speak([prose.sentences(plan.passage)], plan.voices[0], plan.speed)
     padding = int(plan.padding_seconds * SAMPLE_RATE)
     mixed = np.concatenate([np.zeros(padding, dtype=np.float32), audio, np.zeros(padding, dtype=np.float32)])
-    mixed = mixed + noise.at(len(mixed), 10 ** (plan.floor_dbfs / 20))
-    shifted = [(round(start + plan.padding_seconds, 3), round(end + plan.padding_seconds, 3)) for start, end in speech]
+    mixed = mixed + pink_noise(len(mixed), 10 ** (plan.floor_dbfs / 20), directory)
+    shifted = [(start + plan.padding_seconds, end + plan.padding_seconds) for start, end in speech]
     return _save(directory, "silence-speech-silence", "silence-speech-silence",
                  f"{plan.padding_seconds:g} s silence, {len(audio) / SAMPLE_RATE:.0f} s speech, "
                  f"{plan.padding_seconds:g} s silence ({plan.floor_dbfs:g} dBFS floor)",
