@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, engine, load, memory, queue_throughput, submit_load, tuning
+from bench import accuracy, e2e, engine, load, memory, queue_throughput, submit_load, tuning
 from bench.harness import FIXTURES, Harness, python_version, versions
 from bench.report import Report
 from bench.submit_load import LoadPlan
@@ -51,7 +51,7 @@ FULL = Profile("full", long_clip_seconds=150, engine_runs=5, long_engine_runs=5,
                load=LoadPlan(seconds=5, runs=5, connections=8, warm_up_seconds=2), noop_jobs=2000, noop_runs=3,
                tuning_runs=3)
 
-SECTIONS = ("1", "2", "3", "4", "5", "6")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +126,8 @@ def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str])
     if profile.tuning_runs:  # minutes of transcription: not in the quick run
         section("6", tuning.SECTION, lambda: tuning.run(report, long_clip, tuning.make_sparse_clip(media),
                                                         profile.tuning_runs))
+    section("7", accuracy.SECTION, lambda: accuracy.run(report, h.dir / "accuracy", accuracy.PROFILES[profile.name],
+                                                        h.say))
 
 
 def machine() -> dict[str, Any]:
