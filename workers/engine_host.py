@@ -117,7 +117,8 @@ class RemoteEngine:
                     self.in_flight.unlink(missing_ok=True)
                     return Transcript(language=message["language"], duration=message["duration"],
                                       model=message["model"], segments=segments,
-                                      model_load_seconds=message["model_load_seconds"])
+                                      model_load_seconds=message["model_load_seconds"],
+                                      speech_seconds=message["speech_seconds"])
                 else:
                     self.in_flight.unlink(missing_ok=True)
                     raise job_error(message["type"], message["message"])
@@ -279,9 +280,11 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
             return
         log.info("transcribed", extra={**job, "audio_seconds": round(transcript.duration, 1),
                                        "seconds": round(time.perf_counter() - started, 2),
-                                       "segments": len(transcript.segments)})
+                                       "segments": len(transcript.segments),
+                                       "speech_seconds": transcript.speech_seconds})
         conn.send({"event": "done", "language": transcript.language, "duration": transcript.duration,
-                   "model": transcript.model, "model_load_seconds": transcript.model_load_seconds})
+                   "model": transcript.model, "model_load_seconds": transcript.model_load_seconds,
+                   "speech_seconds": transcript.speech_seconds})
     except (OSError, EOFError):
         log.info("client went away; transcription abandoned", extra={"job_id": request.get("job_id")})
 

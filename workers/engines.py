@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from app.core.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
 from app.core.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
+from workers.decoding import Decoded, decode, decoding_options
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     #: Seconds spent loading the model for this transcript (0 when it was cached).
     model_load_seconds: float = 0.0
+    #: Seconds of speech the voice-activity filter found; None when it did not run (or captions).
+    speech_seconds: float | None = None
+
+    @property
+    def speech_detected(self) -> bool:
+        """False only when the voice-activity filter heard no speech at all (then there are no segments)."""
+        return self.speech_seconds != 0
 
     @property
     def text(self) -> str:
@@ -142,9 +150,9 @@ class CachingEngine:
         """Load ``target`` (what ``resolve_model`` made of ``name``); raise ``ModelUnavailable`` if it cannot."""
         raise NotImplementedError
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
-        """Transcribe ``audio`` (16 kHz mono float32): the language, and ``(start, end, text)`` segments."""
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
+        """Transcribe ``audio`` (16 kHz mono float32): the language, ``(start, end, text)`` segments in time
+        order, and how much speech there was if the engine knows."""
         raise NotImplementedError
 
     def load(self, name: str) -> tuple[Any, float]:
@@ -201,8 +209,9 @@ class CachingEngine:
         progress = _Rising(on_progress)
         transcript = Transcript(language="", duration=duration, model=model, model_load_seconds=load_seconds)
         try:
-            transcript.language, raw_segments = self._run(loaded, audio, language, progress)
-            for start, end, text in raw_segments:
+            decoded = self._run(loaded, audio, language, progress)
+            transcript.language, transcript.speech_seconds = decoded.language, decoded.speech_seconds
+            for start, end, text in decoded.segments:
                 # Whisper times within 30-second windows, so a segment may claim to end after the audio.
                 end = min(round(end, 3), duration)
                 segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
@@ -235,11 +244,8 @@ class FasterWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, target, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
-        segments, info = model.transcribe(audio, language=language, beam_size=self.settings.whisper_beam_size,
-                                          vad_filter=self.settings.whisper_vad_filter)
-        return info.language, ((segment.start, segment.end, segment.text) for segment in segments)
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
+        return decode(model, audio, language=language, settings=self.settings, on_progress=on_progress)
 
 
 class OpenAIWhisperEngine(CachingEngine):
@@ -276,16 +282,18 @@ class OpenAIWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, source, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
         import whisper
 
         with _window_progress(on_progress):
-            result = whisper.transcribe(model, audio, language=language, beam_size=self.settings.whisper_beam_size,
+            options = decoding_options(self.settings)
+            result = whisper.transcribe(model, audio, language=language, beam_size=options["beam_size"],
+                                        temperature=options["temperature"],
+                                        condition_on_previous_text=options["condition_on_previous_text"],
                                         fp16=model.device.type == "cuda", verbose=None)
         # openai-whisper empties the text of the segments it judged void (instantaneous or blank).
-        return result["language"], ((item["start"], item["end"], item["text"])
-                                    for item in result["segments"] if item["text"].strip())
+        return Decoded(result["language"], [(item["start"], item["end"], item["text"])
+                                            for item in result["segments"] if item["text"].strip()], None)
 
 
 def _check_duration(duration: float, max_duration: float | None) -> None:
