@@ -85,6 +85,7 @@ def test_a_window_with_speech_and_no_segment_is_missing():
     assert accuracy.needed_windows(clip) == [(0.0, 30.0), (60.0, 90.0)]  # 30–60 s has 2 s of speech only
     assert accuracy.missing_windows(clip, [Segment(5.0, 8.0, "words")]) == (1, 2)
     assert accuracy.missing_windows(clip, [Segment(5.0, 8.0, "a"), Segment(29.0, 61.0, "b")]) == (0, 2)
+    assert accuracy.missing_windows(clip, [Segment(5.0, 8.0, "a"), Segment(29.0, 90.0, ". . .")]) == (1, 2)
 
 
 def test_words_count_as_hallucinated_only_inside_long_silences():
