@@ -32,8 +32,8 @@ from bench.harness import FIXTURES
 from bench.report import Figure, Report
 
 SECTION = "7 accuracy"
-#: The decoding before voice-activity filtering became the default. A setting this server does not
-#: have (yet) is left out: its old behaviour is then the only one there is.
+#: The decoding before voice-activity filtering became the default. A setting the checkout does not
+#: have is left out (an older checkout: its old behaviour is then the only one it has).
 PREVIOUS = {"WHISPER_VAD_FILTER": "false", "WHISPER_CONDITION_ON_PREVIOUS_TEXT": "true",
             "WHISPER_TEMPERATURE_FALLBACK": "true"}
 #: A window of this many seconds with at least ``WINDOW_SPEECH`` s of speech must have a segment in it.

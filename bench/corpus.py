@@ -78,8 +78,8 @@ class Plan:
     silence_seconds: float
     #: Silence before and after the speech of the silence–speech–silence clip.
     padding_seconds: float
-    #: How many paragraphs of ``prose.LONG_FORM`` the repeatability clip says, and its noise.
-    repeat_paragraphs: int
+    #: How many sentences of ``prose.LONG_FORM`` (from its start) the repeatability clip says, and its noise.
+    repeat_sentences: int
     repeat_snr: float
     #: Normal speaking rate, for the clips whose condition is not the speed.
     speed: int = 175
@@ -96,10 +96,10 @@ class Plan:
 
 
 QUICK = Plan(voices=("en-us", "en-gb"), speeds=(175,), noise_voices=("en-us",), snrs=(5.0,), passage_sentences=3,
-             long_form=False, silence_seconds=15.0, padding_seconds=10.0, repeat_paragraphs=1, repeat_snr=10.0)
+             long_form=False, silence_seconds=15.0, padding_seconds=10.0, repeat_sentences=2, repeat_snr=10.0)
 FULL = Plan(voices=("en-us", "en-gb", "en-us+f3", "en-gb-scotland"), speeds=(130, 175, 220),
             noise_voices=("en-us", "en-gb"), snrs=(20.0, 5.0), passage_sentences=6, long_form=True,
-            silence_seconds=180.0, padding_seconds=60.0, repeat_paragraphs=4, repeat_snr=10.0)
+            silence_seconds=180.0, padding_seconds=60.0, repeat_sentences=18, repeat_snr=10.0)
 
 
 def make(directory: Path, plan: Plan) -> list[Clip]:
@@ -129,13 +129,7 @@ def make(directory: Path, plan: Plan) -> list[Clip]:
                        f"pink noise floor at {plan.floor_dbfs:g} dBFS, {plan.silence_seconds:g} s",
                        pink_noise(silence, floor, directory)))
     clips.append(_silence_speech_silence(directory, plan))
-    text = " ".join(prose.LONG_FORM[: plan.repeat_paragraphs])
-    audio, speech = speak([prose.sentences(paragraph) for paragraph in prose.LONG_FORM[: plan.repeat_paragraphs]],
-                          plan.repeat_voice, plan.speed)
-    audio = audio + pink_noise(len(audio), _rms(audio, speech) / 10 ** (plan.repeat_snr / 20), directory)
-    clips.append(_save(directory, "repeatability", "repeatability",
-                       f"{plan.repeat_voice}, {plan.speed} wpm, pink noise at {plan.repeat_snr:g} dB SNR", audio, text,
-                       speech))
+    clips.append(_repeatability(directory, plan))
     return clips
 
 
@@ -237,6 +231,28 @@ def _long_form(directory: Path, plan: Plan) -> Clip:
     return _save(directory, "long-form", "long-form",
                  f"{plan.long_form_voice}, {plan.long_form_speed} wpm, {minutes:.1f} min, pauses of "
                  f"{min(PARAGRAPH_PAUSES):g}–{max(PARAGRAPH_PAUSES):g} s", audio, " ".join(prose.LONG_FORM), speech)
+
+
+def opening(sentences: int) -> list[list[str]]:
+    """The first ``sentences`` sentences of ``prose.LONG_FORM``, by paragraph."""
+    paragraphs = []
+    for paragraph in prose.LONG_FORM:
+        if sentences <= 0:
+            break
+        paragraphs.append(prose.sentences(paragraph)[:sentences])
+        sentences -= len(paragraphs[-1])
+    return paragraphs
+
+
+def _repeatability(directory: Path, plan: Plan) -> Clip:
+    """The start of the long-form text in noise: a clip the decoder is unsure of here and there, where a
+    random fallback would show, transcribed again and again."""
+    paragraphs = opening(plan.repeat_sentences)
+    audio, speech = speak(paragraphs, plan.repeat_voice, plan.speed)
+    audio = audio + pink_noise(len(audio), _rms(audio, speech) / 10 ** (plan.repeat_snr / 20), directory)
+    return _save(directory, "repeatability", "repeatability",
+                 f"{plan.repeat_voice}, {plan.speed} wpm, pink noise at {plan.repeat_snr:g} dB SNR", audio,
+                 " ".join(sentence for paragraph in paragraphs for sentence in paragraph), speech)
 
 
 def _silence_speech_silence(directory: Path, plan: Plan) -> Clip:

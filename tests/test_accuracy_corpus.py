@@ -58,7 +58,9 @@ def test_each_sentence_has_its_span_and_the_reference_is_what_was_spoken(clips):
             assert len(clip.speech) == len(sentences), clip.name
             assert clip.reference == " ".join(sentences)
     repeat = clips["repeatability"]
-    assert repeat.reference == " ".join(prose.LONG_FORM[: corpus.QUICK.repeat_paragraphs])
+    assert repeat.reference == " ".join(prose.sentences(prose.LONG_FORM[0])[: corpus.QUICK.repeat_sentences])
+    assert len(repeat.speech) == corpus.QUICK.repeat_sentences
+    assert " ".join(sum(corpus.opening(18), [])) == " ".join(prose.LONG_FORM[:4])  # the full plan's: 4 paragraphs
 
 
 def test_noise_is_mixed_at_the_declared_snr(clips):
