@@ -18,7 +18,8 @@ middle of a transcript, and "You" every 30 seconds through ten minutes of silenc
    seconds of speech that no segment covers, that stretch is decoded again on its own, with that
    check off, and its segments take their place in time order.
 
-``speech_spans`` is also what splits a long recording at its silences (``workers.chunking``).
+A long recording that several workers transcribe together (``workers.pieces``) is cut in the
+pauses between sentences that ``pauses`` finds, so that no word is cut in two (``plan_pieces``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ SAMPLE_RATE = 16000
 MIN_GAP = 3.0
 #: Seconds of audio taken on each side of such a stretch when it is decoded again.
 GAP_CONTEXT = 0.3
+#: The shortest silence (ms) that may separate two pieces of a recording: a pause between words
+#: is shorter, one between sentences longer.
+PAUSE_MS = 300
 
 RawSegment = tuple[float, float, str]
 
@@ -52,6 +56,16 @@ class Span:
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of a long recording: seconds from the recording's start, and its audio file."""
+
+    index: int
+    start: float
+    end: float
+    path: str
 
 
 @dataclass
@@ -82,6 +96,38 @@ def speech_chunks(audio: Any, settings: Settings) -> list[dict[str, int]]:
 
 def speech_spans(audio: Any, settings: Settings) -> list[Span]:
     return [Span(chunk["start"] / SAMPLE_RATE, chunk["end"] / SAMPLE_RATE) for chunk in speech_chunks(audio, settings)]
+
+
+def pauses(audio: Any, settings: Settings) -> list[Span]:
+    """The silences of at least ``PAUSE_MS`` between stretches of speech, by Silero VAD."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(threshold=settings.whisper_vad_threshold, min_silence_duration_ms=PAUSE_MS,
+                         speech_pad_ms=0)
+    chunks = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+    edges = [0, *(edge for chunk in chunks for edge in (chunk["start"], chunk["end"])), len(audio)]
+    return [Span(start / SAMPLE_RATE, end / SAMPLE_RATE)
+            for start, end in zip(edges[::2], edges[1::2]) if end > start]
+
+
+def plan_pieces(silences: list[Span], duration: float, target: float) -> list[Span]:
+    """Spans of about ``target`` seconds covering ``[0, duration]``, each cut in the middle of a silence.
+
+    A cut goes in the silence nearest to where it is due among those of 0.5 s or more within
+    half a piece of it (else in the longest one there; else, with no silence at all, where it is
+    due). The last piece is never shorter than half a piece.
+    """
+    cuts = [0.0]
+    while duration - cuts[-1] > 1.5 * target:
+        due = cuts[-1] + target
+        near = [span for span in silences if abs((span.start + span.end) / 2 - due) <= target / 2]
+        long_enough = [span for span in near if span.seconds >= 0.5] or sorted(near, key=lambda s: -s.seconds)[:1]
+        if long_enough:
+            best = min(long_enough, key=lambda span: abs((span.start + span.end) / 2 - due))
+            cuts.append((best.start + best.end) / 2)
+        else:
+            cuts.append(due)
+    return [Span(start, end) for start, end in zip(cuts, [*cuts[1:], duration])]
 
 
 def decoding_options(settings: Settings) -> dict[str, Any]:

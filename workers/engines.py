@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from app.core.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
 from app.core.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
-from workers.decoding import Decoded, decode, decoding_options
+from workers.decoding import Decoded, Piece, decode, decoding_options, pauses, plan_pieces
 
 log = logging.getLogger(__name__)
 
@@ -182,27 +182,9 @@ class CachingEngine:
         on_duration: DurationCallback | None = None,
         on_segment: SegmentCallback | None = None,
     ) -> Transcript:
-        # PyAV, as faster-whisper itself decodes: openai-whisper's load_audio would run an `ffmpeg`
-        # binary, which a machine may not have. One decoder: a file has one duration in both engines.
-        import av
-        from faster_whisper.audio import decode_audio
-
         loaded, load_seconds = self.load(model)
-        try:
-            with av.open(path) as container:
-                if not container.streams.audio:
-                    raise NoAudio()
-                # Checked before decoding: decoding a very long file would need a lot of memory.
-                _check_duration((container.duration or 0) / av.time_base, max_duration)
-            audio = decode_audio(path, sampling_rate=SAMPLE_RATE)
-        except (av.error.FFmpegError, IndexError) as exc:
-            # FFmpeg's strerror only: its full message names the temporary file and an errno.
-            reason = getattr(exc, "strerror", None) or "no audio stream could be read"
-            raise UndecodableMedia(f"The media could not be decoded as audio ({reason}).") from exc
+        audio = load_audio(path, max_duration)
         duration = len(audio) / SAMPLE_RATE
-        if duration <= 0:
-            raise NoAudio("The media contains no audio samples.")
-        _check_duration(duration, max_duration)
         if on_duration:
             on_duration(duration)
 
@@ -224,6 +206,78 @@ class CachingEngine:
             del audio
             release_free_memory()  # the process lives on, holding the model: give back the job's buffers
         return transcript
+
+    def split(self, path: str, directory: str, piece_seconds: float,
+              max_duration: float | None = None) -> tuple[float, list[Piece]]:
+        """Cut the audio at ``path`` into pieces of about ``piece_seconds`` at pauses in the speech.
+
+        Each piece is written to ``directory`` as FLAC (lossless: whichever worker transcribes it
+        reads the same samples); returns the audio's duration and the pieces, in order.
+        """
+        audio = load_audio(path, max_duration)
+        duration = len(audio) / SAMPLE_RATE
+        try:
+            spans = plan_pieces(pauses(audio, self.settings), duration, piece_seconds)
+            pieces = []
+            for index, span in enumerate(spans):
+                first, last = round(span.start * SAMPLE_RATE), round(span.end * SAMPLE_RATE)
+                piece_path = os.path.join(directory, f"piece-{index:04d}.flac")
+                write_flac(piece_path, audio[first:last])
+                pieces.append(Piece(index, first / SAMPLE_RATE, last / SAMPLE_RATE, piece_path))
+        finally:
+            del audio
+            release_free_memory()
+        return duration, pieces
+
+
+def media_duration(path: str | os.PathLike) -> float:
+    """The duration a media file's container states (0.0 if none): cheap, nothing is decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return (container.duration or 0) / av.time_base
+    except av.error.FFmpegError:
+        return 0.0
+
+
+def load_audio(path: str, max_duration: float | None) -> Any:
+    """The audio of the media file at ``path`` as 16 kHz mono float32, refused if longer than ``max_duration``."""
+    # PyAV, as faster-whisper itself decodes: openai-whisper's load_audio would run an `ffmpeg`
+    # binary, which a machine may not have. One decoder: a file has one duration in both engines.
+    import av
+    from faster_whisper.audio import decode_audio
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise NoAudio()
+            # Checked before decoding: decoding a very long file would need a lot of memory.
+            _check_duration((container.duration or 0) / av.time_base, max_duration)
+        audio = decode_audio(path, sampling_rate=SAMPLE_RATE)
+    except (av.error.FFmpegError, IndexError) as exc:
+        # FFmpeg's strerror only: its full message names the temporary file and an errno.
+        reason = getattr(exc, "strerror", None) or "no audio stream could be read"
+        raise UndecodableMedia(f"The media could not be decoded as audio ({reason}).") from exc
+    if len(audio) == 0:
+        raise NoAudio("The media contains no audio samples.")
+    _check_duration(len(audio) / SAMPLE_RATE, max_duration)
+    return audio
+
+
+def write_flac(path: str, audio: Any) -> None:
+    """Write 16 kHz mono float32 ``audio`` as 16-bit FLAC (about half the size of WAV, fast to encode)."""
+    import av
+    import numpy as np
+
+    samples = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1)
+    with av.open(path, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=SAMPLE_RATE)
+        stream.layout, stream.format = "mono", "s16"
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
 
 
 class FasterWhisperEngine(CachingEngine):

@@ -127,6 +127,9 @@ class JobResult(StoredDocument):
     transcription_id: str
     processing_time: float
     total_segments: int
+    pieces: int = Field(1, description=(
+        "Pieces the recording was transcribed in: more than 1 when it was long enough to be shared among "
+        "workers (`CHUNK_THRESHOLD_SECONDS`)."))
     speech_detected: bool = Field(True, description=(
         "False when the voice-activity filter heard no speech: the transcript is empty, and no words were invented."))
     language: str

@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         "Delay before the first retry, in seconds; retry *n* (counted from 0) waits between half and all of "
         "`min(JOB_RETRY_MAX, JOB_RETRY_BASE × 2^n)`: up to 1, 2, then 4 minutes. `0` retries at once."))
     job_retry_max: float = Field(600.0, ge=0, description="Cap of the retry delay, in seconds.")
+    chunk_threshold_seconds: NonNegativeInt = Field(600, description=(
+        "A recording longer than this (seconds) is cut at pauses into pieces that every idle worker on its queue "
+        "helps transcribe, when at least one other worker listens to that queue (docs/architecture.md#long-"
+        "recordings). `0`: never."))
+    chunk_seconds: PositiveInt = Field(300, description=(
+        "About how long each piece is, in seconds (cut in the nearest pause between sentences)."))
     worker_shutdown_grace: NonNegativeInt = Field(20, description=(
         "On SIGTERM a worker lets its current job run this many seconds, then hands it back to the front of its "
         "queue (below Heroku's 30 s; set `stop_grace_period` above it in compose). A second SIGTERM or Ctrl-C "
