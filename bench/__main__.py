@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, engine, load, memory, queue_throughput, submit_load, tuning
+from bench import e2e, engine, load, memory, peer, queue_throughput, submit_load, tuning
 from bench.harness import FIXTURES, Harness, python_version, versions
 from bench.report import Report
 from bench.submit_load import LoadPlan
@@ -51,7 +51,7 @@ FULL = Profile("full", long_clip_seconds=150, engine_runs=5, long_engine_runs=5,
                load=LoadPlan(seconds=5, runs=5, connections=8, warm_up_seconds=2), noop_jobs=2000, noop_runs=3,
                tuning_runs=3)
 
-SECTIONS = ("1", "2", "3", "4", "5", "6")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "9")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated sections to run (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
     parser.add_argument("--markdown", action="store_true", help="also print the table in Markdown (README)")
+    parser.add_argument("--peer", type=Path, metavar="PATH",
+                        help="section 9: compare with whisper-asr-webservice, a checkout with its venv or its "
+                             "command, installed by you (docs/performance.md); without it section 9 is skipped")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     wanted = set(args.sections.split(","))
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(mode=profile.name, machine=machine())
     with Harness(keep=args.keep) as h:
         h.say(f"bench ({profile.name}) in {h.dir}")
-        run_sections(h, report, profile, wanted)
+        run_sections(h, report, profile, wanted, args.peer)
         h.say("stopping everything")
 
     report.machine["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.errors else 0
 
 
-def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str]) -> None:
+def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str], peer_path: Path | None) -> None:
     """Run the ``wanted`` sections; a section that raises is recorded in ``report.errors``."""
 
     def section(number: str, title: str, run: Callable[[], Any]) -> Any:
@@ -126,6 +129,11 @@ def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str])
     if profile.tuning_runs:  # minutes of transcription: not in the quick run
         section("6", tuning.SECTION, lambda: tuning.run(report, long_clip, tuning.make_sparse_clip(media),
                                                         profile.tuning_runs))
+    if peer_path is None:  # a server the user installs: never in CI
+        if "9" in wanted:
+            h.say(f"{peer.SECTION}: skipped (no --peer PATH)")
+    else:  # last: it stops the other sections' workers
+        section("9", peer.SECTION, lambda: peer.run(h, report, media, peer_path, profile.name))
 
 
 def machine() -> dict[str, Any]:
