@@ -143,8 +143,11 @@ def run(h: Harness, report: Report, media: Path, peer_path: Path, mode: str) -> 
     report.note(SECTION, f"ytcaption: API under gunicorn (2 gevent workers); {ONE_WORKER}: WHISPER_CPU_THREADS="
                          f"{threads_per_worker(1)}; {TWO_WORKERS}: WHISPER_CPU_THREADS={threads_per_worker(2)} "
                          f"each; beam {settings.whisper_beam_size}, {settings.whisper_compute_type}, "
-                         f"WHISPER_VAD_FILTER={str(settings.whisper_vad_filter).lower()}; clips fetched by URL "
-                         "(yt-dlp) from the loopback media server; single requests on 1 worker")
+                         f"WHISPER_VAD_FILTER={str(settings.whisper_vad_filter).lower()}, "
+                         f"WHISPER_CONDITION_ON_PREVIOUS_TEXT={str(settings.whisper_condition_on_previous_text).lower()}"
+                         f", WHISPER_TEMPERATURE_FALLBACK={str(settings.whisper_temperature_fallback).lower()} (the "
+                         "peer's API sets neither: faster-whisper's defaults, both on); clips fetched by URL (yt-dlp) "
+                         "from the loopback media server; single requests on 1 worker")
     report.note(SECTION, f"load: {CLIENTS} clients at once, each sending {short.name} {REQUESTS_EACH} times in a "
                          f"row; throughput = audio seconds / wall seconds to the last answer; {plan.rounds} round(s), "
                          "the systems in turns; ytcaption latency = submit to the status that says completed, "
