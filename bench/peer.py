@@ -152,9 +152,22 @@ def run(h: Harness, report: Report, media: Path, peer_path: Path, mode: str) -> 
                          f"row; throughput = audio seconds / wall seconds to the last answer; {plan.rounds} round(s), "
                          "the systems in turns; ytcaption latency = submit to the status that says completed, "
                          "polled every 0.25 s")
+    for label in (ONE_WORKER, TWO_WORKERS):
+        under_load = [result for load in loads[label] for result in load.results]
+        report.note(SECTION, stages_note(f"{label}, {CLIENTS} clients", under_load))
+    for clip in (short, long):
+        report.note(SECTION, stages_note(f"{ONE_WORKER}, single requests on {clip.name}",
+                                         singles[(ONE_WORKER, clip.name)]))
     report.note(SECTION, "WER against the text the clip says (whole fixtures, then silence); load average "
                          "(1 min) at the section's start, after the load runs, at its end: "
                          + ", ".join(f"{value:.2f}" for value in load_averages))
+
+
+def stages_note(what: str, results: list[Result]) -> str:
+    """Where ytcaption's jobs spent their time: the median of each stage the job's status gives."""
+    stages = results[0].stages or {}
+    return f"{what}, the job's stages (median s): " + ", ".join(
+        f"{stage} {statistics.median(result.stages[stage] for result in results):.2f}" for stage in stages)
 
 
 def single_requests(h: Harness, peer: Peer, settings: Settings, clips: list[Clip], warm_up_clip: Clip,

@@ -63,7 +63,8 @@ class Ytcaption:
         if code != 200:
             raise BenchError(f"transcript of {clip.name} answered {code}: {transcript}")
         return Result(ended - started, ended, transcript["text"],
-                      job_seconds=(_moment(status["ended_at"]) - _moment(status["created_at"])).total_seconds())
+                      job_seconds=(_moment(status["ended_at"]) - _moment(status["created_at"])).total_seconds(),
+                      stages=status["result"]["timings"])
 
 
 class EngineAlone:

@@ -38,6 +38,7 @@ class Result:
     ended: float  # time.perf_counter() when it ended
     text: str
     job_seconds: float | None = None  # ytcaption only: the job's own ended_at - created_at
+    stages: dict[str, float] | None = None  # ytcaption only: the job's timings (queued, download, transcribe...)
 
 
 def peer_command(path: Path) -> list[str]:
