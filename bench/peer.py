@@ -136,10 +136,11 @@ def run(h: Harness, report: Report, media: Path, peer_path: Path, mode: str) -> 
                                                                           for text in texts[(label, clip.name)]],
                                   digits=3))
 
-    report.note(SECTION, f"peer: {description}, one uvicorn process ({peer_path}); ASR_ENGINE=faster_whisper, "
-                         f"ASR_MODEL={peer.model}, ASR_QUANTIZATION={settings.whisper_compute_type}, beam 5 (its "
-                         f"fixed value), vad_filter={str(peer.vad_filter).lower()}, cpu_threads not set "
-                         f"(faster-whisper's default: 4, or OMP_NUM_THREADS: {os.environ.get('OMP_NUM_THREADS', '-')})")
+    report.note(SECTION, f"peer: {description}, one uvicorn process ({peer_path}); "
+                         + " ".join(f"{name}={value}" for name, value in peer.environment.items())
+                         + f"; beam 5 (its fixed value), vad_filter={str(peer.vad_filter).lower()}, cpu_threads "
+                         f"not set (faster-whisper's default: 4, or OMP_NUM_THREADS: "
+                         f"{os.environ.get('OMP_NUM_THREADS', '-')})")
     report.note(SECTION, f"ytcaption: API under gunicorn (2 gevent workers); {ONE_WORKER}: WHISPER_CPU_THREADS="
                          f"{threads_per_worker(1)}; {TWO_WORKERS}: WHISPER_CPU_THREADS={threads_per_worker(2)} "
                          f"each; beam {settings.whisper_beam_size}, {settings.whisper_compute_type}, "

@@ -74,15 +74,18 @@ class Peer:
         from workers.engines import resolve_model
 
         self.vad_filter = settings.whisper_vad_filter
-        self.model = resolve_model(settings.default_model_name, settings)
         self.path = path
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        #: What the peer is told (its settings are environment variables), for the report's notes too. A
+        #: model path is loaded as it is, never downloaded; ASR_MODEL_PATH is only its download directory.
+        self.environment = {"ASR_ENGINE": "faster_whisper",
+                            "ASR_MODEL": resolve_model(settings.default_model_name, settings),
+                            "ASR_QUANTIZATION": settings.whisper_compute_type, "ASR_DEVICE": "cpu",
+                            "ASR_MODEL_PATH": str(h.dir / "peer-models"), "HF_HUB_OFFLINE": "1"}
         # Its package is called ``app`` too: ytcaption's PYTHONPATH would shadow it.
-        env.update(ASR_ENGINE="faster_whisper", ASR_MODEL=self.model, ASR_QUANTIZATION=settings.whisper_compute_type,
-                   ASR_DEVICE="cpu", ASR_MODEL_PATH=str(h.dir / "peer-models"), HF_HUB_OFFLINE="1")
-        h.spawn("peer", [*peer_command(path), "--host", "127.0.0.1", "--port", str(port)], env)
+        env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        h.spawn("peer", [*peer_command(path), "--host", "127.0.0.1", "--port", str(port)], env | self.environment)
         h.wait_until(lambda: self._answers(), "the peer to answer /docs", timeout=START_TIMEOUT, watch=["peer"],
                      interval=0.5)
 
