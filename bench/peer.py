@@ -97,8 +97,6 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run(h: Harness, report: Report, media: Path, peer_path: Path, mode: str) -> None:
-    from tests.helpers import word_error_rate
-
     plan, settings = PLANS[mode], Settings.load()
     short, long = make_speech_clip(media, SHORT), make_speech_clip(media, LONG)
     fox = Clip("fox.m4a", media / "fox.m4a")
@@ -125,43 +123,10 @@ def run(h: Harness, report: Report, media: Path, peer_path: Path, mode: str) -> 
 
     add_load_figures(report, loads, peer.label)
     add_single_figures(report, singles, probes, [short, long])
-    references = {short.name: reference_text(SHORT), long.name: reference_text(LONG)}
-    texts = {key: [result.text for result in results] for key, results in singles.items()}
-    for label, runs in loads.items():
-        texts.setdefault((label, short.name), []).extend(result.text for load in runs for result in load.results)
-    for clip in (short, long):
-        for label in ("engine alone", peer.label, ONE_WORKER, TWO_WORKERS):
-            if (label, clip.name) in texts:
-                report.add(Figure(SECTION, f"WER, {clip.name}: {label}", [word_error_rate(references[clip.name], text)
-                                                                          for text in texts[(label, clip.name)]],
-                                  digits=3))
-
-    report.note(SECTION, f"peer: {description}, one uvicorn process ({peer_path}); "
-                         + " ".join(f"{name}={value}" for name, value in peer.environment.items())
-                         + f"; beam 5 (its fixed value), vad_filter={str(peer.vad_filter).lower()}, cpu_threads "
-                         f"not set (faster-whisper's default: 4, or OMP_NUM_THREADS: "
-                         f"{os.environ.get('OMP_NUM_THREADS', '-')})")
-    report.note(SECTION, f"ytcaption: API under gunicorn (2 gevent workers); {ONE_WORKER}: WHISPER_CPU_THREADS="
-                         f"{threads_per_worker(1)}; {TWO_WORKERS}: WHISPER_CPU_THREADS={threads_per_worker(2)} "
-                         f"each; beam {settings.whisper_beam_size}, {settings.whisper_compute_type}, "
-                         f"WHISPER_VAD_FILTER={str(settings.whisper_vad_filter).lower()}, "
-                         f"WHISPER_CONDITION_ON_PREVIOUS_TEXT={str(settings.whisper_condition_on_previous_text).lower()}"
-                         f", WHISPER_TEMPERATURE_FALLBACK={str(settings.whisper_temperature_fallback).lower()} (the "
-                         "peer's API sets neither: faster-whisper's defaults, both on); clips fetched by URL (yt-dlp) "
-                         "from the loopback media server; single requests on 1 worker")
-    report.note(SECTION, f"load: {CLIENTS} clients at once, each sending {short.name} {REQUESTS_EACH} times in a "
-                         f"row; throughput = audio seconds / wall seconds to the last answer; {plan.rounds} round(s), "
-                         "the systems in turns; ytcaption latency = submit to the status that says completed, "
-                         "polled every 0.25 s")
-    for label in (ONE_WORKER, TWO_WORKERS):
-        under_load = [result for load in loads[label] for result in load.results]
-        report.note(SECTION, stages_note(f"{label}, {CLIENTS} clients", under_load))
-    for clip in (short, long):
-        report.note(SECTION, stages_note(f"{ONE_WORKER}, single requests on {clip.name}",
-                                         singles[(ONE_WORKER, clip.name)]))
-    report.note(SECTION, "WER against the text the clip says (whole fixtures, then silence); load average "
-                         "(1 min) at the section's start, after the load runs, at its end: "
-                         + ", ".join(f"{value:.2f}" for value in load_averages))
+    add_wer_figures(report, loads, singles, [short, long])
+    add_notes(report, peer, description, settings, plan, loads, singles, [short, long])
+    report.note(SECTION, "load average (1 min) at the section's start, after the load runs, at its end: "
+                + ", ".join(f"{value:.2f}" for value in load_averages))
 
 
 def stages_note(what: str, results: list[Result]) -> str:
@@ -244,3 +209,47 @@ def add_single_figures(report: Report, singles: dict[tuple[str, str], list[Resul
                           [statistics.median(seconds) * 1000 for seconds in runs], unit="ms", digits=1))
         report.add(Figure(SECTION, f"{label}: {route} during a {LONG} s transcription, slowest",
                           [max(seconds) * 1000 for seconds in runs], unit="ms", digits=1))
+
+
+def add_wer_figures(report: Report, loads: dict[str, list[Load]], singles: dict[tuple[str, str], list[Result]],
+                    clips: list[Clip]) -> None:
+    """The word error rate of every transcript, by system and clip, against what the clip says."""
+    from tests.helpers import word_error_rate
+
+    texts = {key: [result.text for result in results] for key, results in singles.items()}
+    for label, runs in loads.items():
+        texts.setdefault((label, clips[0].name), []).extend(result.text for load in runs for result in load.results)
+    for clip, seconds in zip(clips, (SHORT, LONG)):
+        reference = reference_text(seconds)
+        for label in ("engine alone", "peer", ONE_WORKER, TWO_WORKERS):
+            if (label, clip.name) in texts:
+                report.add(Figure(SECTION, f"WER, {clip.name}: {label}",
+                                  [word_error_rate(reference, text) for text in texts[(label, clip.name)]], digits=3))
+
+
+def add_notes(report: Report, peer: Peer, description: str, settings: Settings, plan: Plan,
+              loads: dict[str, list[Load]], singles: dict[tuple[str, str], list[Result]], clips: list[Clip]) -> None:
+    """What exactly ran, and where ytcaption's jobs spent their time."""
+    report.note(SECTION, f"peer: {description}, one uvicorn process ({peer.path}); "
+                         + " ".join(f"{name}={value}" for name, value in peer.environment.items())
+                         + f"; beam 5 (its fixed value), vad_filter={str(peer.vad_filter).lower()}, cpu_threads "
+                         f"not set (faster-whisper's default: 4, or OMP_NUM_THREADS: "
+                         f"{os.environ.get('OMP_NUM_THREADS', '-')})")
+    report.note(SECTION, f"ytcaption: API under gunicorn (2 gevent workers); {ONE_WORKER}: WHISPER_CPU_THREADS="
+                         f"{threads_per_worker(1)}; {TWO_WORKERS}: WHISPER_CPU_THREADS={threads_per_worker(2)} "
+                         f"each; beam {settings.whisper_beam_size}, {settings.whisper_compute_type}, "
+                         f"WHISPER_VAD_FILTER={str(settings.whisper_vad_filter).lower()}, "
+                         f"WHISPER_CONDITION_ON_PREVIOUS_TEXT={str(settings.whisper_condition_on_previous_text).lower()}"
+                         f", WHISPER_TEMPERATURE_FALLBACK={str(settings.whisper_temperature_fallback).lower()} (the "
+                         "peer's API sets neither: faster-whisper's defaults, both on); clips fetched by URL (yt-dlp) "
+                         "from the loopback media server; single requests on 1 worker")
+    report.note(SECTION, f"load: {CLIENTS} clients at once, each sending {clips[0].name} {REQUESTS_EACH} times in a "
+                         f"row; throughput = audio seconds / wall seconds to the last answer; {plan.rounds} round(s), "
+                         "the systems in turns; ytcaption latency = submit to the status that says completed, "
+                         "polled every 0.25 s; WER against the text the clip says (whole fixtures, then silence)")
+    for label in (ONE_WORKER, TWO_WORKERS):
+        under_load = [result for load in loads[label] for result in load.results]
+        report.note(SECTION, stages_note(f"{label}, {CLIENTS} clients", under_load))
+    for clip in clips:
+        report.note(SECTION, stages_note(f"{ONE_WORKER}, single requests on {clip.name}",
+                                         singles[(ONE_WORKER, clip.name)]))
