@@ -101,6 +101,13 @@ def test_the_worker_does_not_start_with_a_missing_js_runtime(config, monkeypatch
     assert "Traceback" not in result.stderr
 
 
+def test_a_jobs_youtubedl_has_the_extractors_ytdlp_chooses_itself_in_its_order(tmp_path):
+    options = ytdlp.ytdlp_options(Settings.load(), directory=tmp_path)
+    with YoutubeDL(dict(options)) as chosen_by_ytdlp, ytdlp.youtube_dl(dict(options)) as ours:
+        assert list(ours._ies.items()) == list(chosen_by_ytdlp._ies.items())
+        assert next(reversed(ours._ies)) == "Generic"  # the fallback, tried last
+
+
 def test_what_ytdlp_logs_names_a_proxy_without_its_password(tmp_path):
     """yt-dlp's debug header prints its options, the proxy's URL among them."""
     settings = Settings.load({"YTDLP_PROXIES": "http://ann:s3cret@127.0.0.1:3128"})

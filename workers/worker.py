@@ -316,7 +316,7 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     signal.signal(signal.SIGINT, stop_soon)
     host = EngineHost(settings)
     try:
-        warm_up()
+        warm_up(settings)
         host.start()
         log_summary(settings)
         context.use(settings, host.client)

@@ -13,6 +13,9 @@
   failure or a bot check (``workers.download``).
 - **Extractor arguments.** ``YTDLP_EXTRACTOR_ARGS`` is parsed by yt-dlp's own ``--extractor-args``
   parser, and checked when the worker starts (``check``).
+- **Start-up once per worker.** ``youtube_dl`` builds a job's ``YoutubeDL`` from what ``prepare``
+  did once in the worker before it forked (yt-dlp's choice of extractors, their URL patterns
+  compiled, one SSL context): a work horse's download pays for none of it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
@@ -34,12 +37,19 @@ from app.core.errors import ConfigurationError
 from app.core.proxies import EGRESS_SCHEMES, Proxy
 from app.core.settings import Settings
 
+if TYPE_CHECKING:
+    from yt_dlp import YoutubeDL
+
 log = logging.getLogger(__name__)
 
 #: Counter of the jobs that took a proxy: a job starts at proxy number (counter mod proxies).
 ROTATION_KEY = "ytcaption:proxy_rotation"
 #: The copy of YTDLP_COOKIES_FILE in a job's directory.
 COOKIE_COPY = "cookies.txt"
+#: URLs of both kinds a job brings, for ``prepare`` to compile every extractor's URL patterns: some
+#: extractors look at their own pattern only for URLs of one kind (YouTube's tab and playlist
+#: extractors skip theirs, the largest, for a YouTube video's URL).
+WARM_UP_URLS = ("https://www.youtube.com/watch?v=aaaaaaaaaaa", "http://127.0.0.1:8000/media.webm")
 
 
 def js_runtime(settings: Settings) -> tuple[str, str] | None:
@@ -167,6 +177,61 @@ def ytdlp_options(settings: Settings, *, directory: Path, proxy: str | None = No
     if cookie_file is not None:
         options["cookiefile"] = str(cookie_file)
     return options
+
+
+def youtube_dl(options: dict[str, Any]) -> YoutubeDL:
+    """A ``YoutubeDL`` with ``options`` and yt-dlp's default extractors, as ``YoutubeDL(options)`` has.
+
+    ``YoutubeDL(options)`` chooses its extractors among all ~1,900 on every construction (about
+    0.1 s here, in every job); yt-dlp's ``auto_init=False`` skips that, and the choice it made
+    once in this process (``_default_extractors``) is added instead.
+    """
+    from yt_dlp import YoutubeDL
+
+    ydl = YoutubeDL(options, auto_init=False)
+    for extractor in _default_extractors():
+        ydl.add_info_extractor(extractor)
+    return ydl
+
+
+@functools.cache
+def _default_extractors() -> tuple[type, ...]:
+    """The extractors yt-dlp's own ``add_default_info_extractors`` chooses, in its order: classes (each
+    ``YoutubeDL`` makes its own instances of those it uses)."""
+    from yt_dlp import YoutubeDL
+
+    with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
+        # yt-dlp keeps its chosen extractors in a private dict; read here only, once per process.
+        return tuple(ydl._ies.values())
+
+
+def prepare() -> None:
+    """Prepare this process's later ``YoutubeDL``s (``workers.download.warm_up``, before the worker forks).
+
+    yt-dlp's extractors are chosen once (``youtube_dl``), and every extractor's URL patterns
+    compiled: yt-dlp compiles them on first use, trying each extractor in turn (~1,900) to find
+    the one for a URL. SSL contexts are shared (``_share_ssl_contexts``).
+    """
+    _share_ssl_contexts()
+    extractors = _default_extractors()
+    for url in WARM_UP_URLS:
+        for extractor in extractors:
+            extractor.suitable(url)
+
+
+def _share_ssl_contexts() -> None:
+    """Build each kind of SSL context yt-dlp asks for once per process, not once per ``YoutubeDL``.
+
+    Every ``YoutubeDL`` builds its own, loading certifi's ~150 CA certificates (0.04 s here, for
+    every job, even one that never opens a TLS connection). yt-dlp takes no context from outside;
+    it only reads the ones it builds (its ``requests`` adapter leaves verification to the context,
+    urllib3 sets on it the verify mode it was built with), so one per set of arguments serves all.
+    """
+    from yt_dlp.networking import common
+
+    if not hasattr(common.make_ssl_context, "cache_info"):
+        # The one override of yt-dlp's internals: the function its request handlers build contexts with.
+        common.make_ssl_context = functools.lru_cache(maxsize=8)(common.make_ssl_context)
 
 
 class _Scrubbed:
