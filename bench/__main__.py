@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, engine, load, memory, queue_throughput, submit_load, tuning
+from bench import e2e, engine, load, memory, pieces, queue_throughput, submit_load, tuning
 from bench.harness import FIXTURES, Harness, python_version, versions
 from bench.report import Report
 from bench.submit_load import LoadPlan
@@ -42,16 +42,18 @@ class Profile:
     noop_jobs: int
     noop_runs: int
     tuning_runs: int  # 0: section 6 is skipped
+    pieces_clip_seconds: int
+    pieces_runs: int
 
 
 QUICK = Profile("quick", long_clip_seconds=60, engine_runs=3, long_engine_runs=2, e2e_runs=3, long_e2e_runs=2,
                 load=LoadPlan(seconds=2, runs=3, connections=8, warm_up_seconds=1), noop_jobs=300, noop_runs=2,
-                tuning_runs=0)
+                tuning_runs=0, pieces_clip_seconds=240, pieces_runs=1)
 FULL = Profile("full", long_clip_seconds=150, engine_runs=5, long_engine_runs=5, e2e_runs=5, long_e2e_runs=3,
                load=LoadPlan(seconds=5, runs=5, connections=8, warm_up_seconds=2), noop_jobs=2000, noop_runs=3,
-               tuning_runs=3)
+               tuning_runs=3, pieces_clip_seconds=1200, pieces_runs=2)
 
-SECTIONS = ("1", "2", "3", "4", "5", "6")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +127,10 @@ def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str])
     section("3", submit_load.SECTION, lambda: submit_load.run(h, report, profile.load))
     section("4", queue_throughput.SECTION, lambda: queue_throughput.run(h, report, profile.noop_jobs,
                                                                         profile.noop_runs))
+    if "8" in wanted:
+        recording = engine.make_long_clip(media, profile.pieces_clip_seconds)
+        section("8", pieces.SECTION, lambda: pieces.run(h, report, recording, profile.pieces_runs,
+                                                        quick=profile is QUICK))
     if profile.tuning_runs:  # minutes of transcription: not in the quick run
         section("6", tuning.SECTION, lambda: tuning.run(report, long_clip, tuning.make_sparse_clip(media),
                                                         profile.tuning_runs))

@@ -25,17 +25,18 @@ def test_defaults(bare_environment):
     assert settings.allowed_url_hosts == ()
     assert settings.whisper_compute_type == "int8"
     assert (settings.whisper_vad_filter, settings.max_duration_for("free"), settings.quota_for("pro")) == (
-        False, 3600, 2000)
+        True, 3600, 2000)
+    assert (settings.whisper_temperature_fallback, settings.whisper_condition_on_previous_text) == (False, False)
 
 
 def test_the_environment_is_read_and_overrides_win(bare_environment, monkeypatch):
     monkeypatch.setenv("RESULT_TTL", "120")
     monkeypatch.setenv("MAX_VIDEO_DURATION", "30")
-    monkeypatch.setenv("WHISPER_VAD_FILTER", "true")
+    monkeypatch.setenv("WHISPER_VAD_FILTER", "false")
     monkeypatch.setenv("LOG_LEVEL", "debug")
     settings = Settings.load({"RESULT_TTL": 60})
     assert (settings.result_ttl, settings.max_video_duration, settings.whisper_vad_filter, settings.log_level) == (
-        60, 30, True, "DEBUG")
+        60, 30, False, "DEBUG")
     assert settings.max_duration_for("free") == 30  # MAX_VIDEO_DURATION is every tier's ceiling
 
 

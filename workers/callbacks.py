@@ -8,6 +8,9 @@ Every transcription job is enqueued with these callbacks, by import path (``app.
 - ``job_stopped`` (in the worker, after it stopped the job on a cancel request): counts it as
   cancelled and removes its temporary files.
 
+A job that ends for good this way also leaves nothing of a long recording it was sharing with
+other workers (``workers.pieces.abandon``). The piece jobs themselves have no callbacks.
+
 ``horse_killed`` is the worker's ``work_horse_killed_handler``: RQ calls it when a work horse died
 without a word (killed, out of memory, or past its timeout), before RQ retries or fails the job.
 """
@@ -28,7 +31,7 @@ from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
 from app.core.stats import record_completed, record_recovered, task_name
-from workers import context
+from workers import context, pieces
 from workers.jobs import job_work_dir
 
 
@@ -48,6 +51,7 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: 
 
 def job_stopped(job: Job, connection: Redis) -> None:
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    pieces.abandon(job)
     record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
 
 
@@ -59,6 +63,8 @@ def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
     if taken_from(job.connection, job, os.environ.get("RQ_WORKER_ID", "")):  # RQ sets it at each fork
         return
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
+    if job.func_name == pieces.TRANSCRIBE_PIECE:
+        return  # not a client's job: its parent takes the piece over, nothing to count or refund
     ran = _run_time(job) or 0.0
     if job.timeout and job.timeout > 0 and ran > job.timeout:
         # The worker killed a horse that did not stop at its timeout (stuck in native code).
@@ -75,6 +81,7 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     """Count a failed job that will not run again; give its quota unit back unless it was cancelled."""
     if job.should_retry:
         return
+    pieces.abandon(job)
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
     record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed",
                      task_name(job.func_name), _run_time(job))

@@ -25,7 +25,9 @@ Protocol (``multiprocessing.connection`` messages): the client sends
 ``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
 ``{"event": "duration", ...}``, ``{"event": "segment", ...}`` and ``{"event": "progress", "fraction"}``
 messages, then ``{"event": "done", ...}`` or
-``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``.
+``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``, and
+``{"op": "split", "path", "directory", "piece_seconds", "max_duration"}`` (a long recording cut into
+pieces for several workers, ``workers.pieces``) ``{"event": "pieces", "duration", "pieces"}``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
@@ -46,6 +49,7 @@ from app.core.errors import EngineUnavailable, JobError, job_error
 from app.core.logs import configure_logging
 from app.core.settings import Settings
 from workers.cpu_share import CpuPool
+from workers.decoding import Piece
 from workers.engines import (
     CachingEngine,
     DurationCallback,
@@ -119,10 +123,25 @@ class RemoteEngine:
                     self.in_flight.unlink(missing_ok=True)
                     return Transcript(language=message["language"], duration=message["duration"],
                                       model=message["model"], segments=segments,
-                                      model_load_seconds=message["model_load_seconds"])
+                                      model_load_seconds=message["model_load_seconds"],
+                                      speech_seconds=message["speech_seconds"])
                 else:
                     self.in_flight.unlink(missing_ok=True)
                     raise job_error(message["type"], message["message"])
+
+    def split(self, path: str, directory: str, piece_seconds: float,
+              max_duration: float | None = None) -> tuple[float, list[Piece]]:
+        """``CachingEngine.split`` in the host, which has the voice-activity model loaded."""
+        with self._connect() as conn:
+            conn.send({"op": "split", "path": path, "directory": directory, "piece_seconds": piece_seconds,
+                       "max_duration": max_duration, "job_id": os.environ.get("RQ_JOB_ID")})
+            try:
+                message = conn.recv()
+            except (EOFError, OSError) as exc:
+                raise EngineUnavailable() from exc
+        if message["event"] == "error":
+            raise job_error(message["type"], message["message"])
+        return message["duration"], [Piece(**piece) for piece in message["pieces"]]
 
 
 class EngineHost:
@@ -283,6 +302,9 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
         if request.get("op") == "ping":
             conn.send({"event": "pong"})
             return
+        if request.get("op") == "split":
+            _split(conn, engine, request)
+            return
 
         # Each send raises BrokenPipeError once the work horse is gone: that abandons the transcription.
         def send_segment(segment: Segment, fraction: float) -> None:
@@ -313,11 +335,32 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
             return
         log.info("transcribed", extra={**job, "audio_seconds": round(transcript.duration, 1),
                                        "seconds": round(time.perf_counter() - started, 2),
-                                       "segments": len(transcript.segments)})
+                                       "segments": len(transcript.segments),
+                                       "speech_seconds": transcript.speech_seconds})
         conn.send({"event": "done", "language": transcript.language, "duration": transcript.duration,
-                   "model": transcript.model, "model_load_seconds": transcript.model_load_seconds})
+                   "model": transcript.model, "model_load_seconds": transcript.model_load_seconds,
+                   "speech_seconds": transcript.speech_seconds})
     except (OSError, EOFError):
         log.info("client went away; transcription abandoned", extra={"job_id": request.get("job_id")})
+
+
+def _split(conn: Connection, engine: CachingEngine, request: dict) -> None:
+    job = {"job_id": request.get("job_id")}
+    started = time.perf_counter()
+    try:
+        duration, pieces = engine.split(request["path"], request["directory"], request["piece_seconds"],
+                                        request["max_duration"])
+    except JobError as exc:
+        conn.send({"event": "error", "type": exc.code, "message": exc.message})
+        return
+    except Exception as exc:  # as for a transcription: report, keep serving
+        log.exception("splitting failed", extra=job)
+        conn.send({"event": "error", "type": "engine_error", "message": (
+            f"The transcription engine failed ({exc.__class__.__name__}); the worker's log has the details.")})
+        return
+    log.info("split", extra={**job, "audio_seconds": round(duration, 1), "pieces": len(pieces),
+                             "seconds": round(time.perf_counter() - started, 2)})
+    conn.send({"event": "pieces", "duration": duration, "pieces": [asdict(piece) for piece in pieces]})
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from app.core.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
 from app.core.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
+from workers.decoding import Decoded, Piece, decode, decoding_options, pauses, plan_pieces
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     #: Seconds spent loading the model for this transcript (0 when it was cached).
     model_load_seconds: float = 0.0
+    #: Seconds of speech the voice-activity filter found; None when it did not run (or captions).
+    speech_seconds: float | None = None
+
+    @property
+    def speech_detected(self) -> bool:
+        """False only when the voice-activity filter heard no speech at all (then there are no segments)."""
+        return self.speech_seconds != 0
 
     @property
     def text(self) -> str:
@@ -146,9 +154,9 @@ class CachingEngine:
         """Load ``target`` (what ``resolve_model`` made of ``name``); raise ``ModelUnavailable`` if it cannot."""
         raise NotImplementedError
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
-        """Transcribe ``audio`` (16 kHz mono float32): the language, and ``(start, end, text)`` segments."""
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
+        """Transcribe ``audio`` (16 kHz mono float32): the language, ``(start, end, text)`` segments in time
+        order, and how much speech there was if the engine knows."""
         raise NotImplementedError
 
     def load(self, name: str) -> tuple[Any, float]:
@@ -178,35 +186,18 @@ class CachingEngine:
         on_duration: DurationCallback | None = None,
         on_segment: SegmentCallback | None = None,
     ) -> Transcript:
-        # PyAV, as faster-whisper itself decodes: openai-whisper's load_audio would run an `ffmpeg`
-        # binary, which a machine may not have. One decoder: a file has one duration in both engines.
-        import av
-        from faster_whisper.audio import decode_audio
-
         loaded, load_seconds = self.load(model)
-        try:
-            with av.open(path) as container:
-                if not container.streams.audio:
-                    raise NoAudio()
-                # Checked before decoding: decoding a very long file would need a lot of memory.
-                _check_duration((container.duration or 0) / av.time_base, max_duration)
-            audio = decode_audio(path, sampling_rate=SAMPLE_RATE)
-        except (av.error.FFmpegError, IndexError) as exc:
-            # FFmpeg's strerror only: its full message names the temporary file and an errno.
-            reason = getattr(exc, "strerror", None) or "no audio stream could be read"
-            raise UndecodableMedia(f"The media could not be decoded as audio ({reason}).") from exc
+        audio = load_audio(path, max_duration)
         duration = len(audio) / SAMPLE_RATE
-        if duration <= 0:
-            raise NoAudio("The media contains no audio samples.")
-        _check_duration(duration, max_duration)
         if on_duration:
             on_duration(duration)
 
         progress = _Rising(on_progress)
         transcript = Transcript(language="", duration=duration, model=model, model_load_seconds=load_seconds)
         try:
-            transcript.language, raw_segments = self._run(loaded, audio, language, progress)
-            for start, end, text in raw_segments:
+            decoded = self._run(loaded, audio, language, progress)
+            transcript.language, transcript.speech_seconds = decoded.language, decoded.speech_seconds
+            for start, end, text in decoded.segments:
                 # Whisper times within 30-second windows, so a segment may claim to end after the audio.
                 end = min(round(end, 3), duration)
                 segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
@@ -219,6 +210,78 @@ class CachingEngine:
             del audio
             release_free_memory()  # the process lives on, holding the model: give back the job's buffers
         return transcript
+
+    def split(self, path: str, directory: str, piece_seconds: float,
+              max_duration: float | None = None) -> tuple[float, list[Piece]]:
+        """Cut the audio at ``path`` into pieces of about ``piece_seconds`` at pauses in the speech.
+
+        Each piece is written to ``directory`` as FLAC (lossless: whichever worker transcribes it
+        reads the same samples); returns the audio's duration and the pieces, in order.
+        """
+        audio = load_audio(path, max_duration)
+        duration = len(audio) / SAMPLE_RATE
+        try:
+            spans = plan_pieces(pauses(audio, self.settings), duration, piece_seconds)
+            pieces = []
+            for index, span in enumerate(spans):
+                first, last = round(span.start * SAMPLE_RATE), round(span.end * SAMPLE_RATE)
+                piece_path = os.path.join(directory, f"piece-{index:04d}.flac")
+                write_flac(piece_path, audio[first:last])
+                pieces.append(Piece(index, first / SAMPLE_RATE, last / SAMPLE_RATE, piece_path))
+        finally:
+            del audio
+            release_free_memory()
+        return duration, pieces
+
+
+def media_duration(path: str | os.PathLike) -> float:
+    """The duration a media file's container states (0.0 if none): cheap, nothing is decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return (container.duration or 0) / av.time_base
+    except av.error.FFmpegError:
+        return 0.0
+
+
+def load_audio(path: str, max_duration: float | None) -> Any:
+    """The audio of the media file at ``path`` as 16 kHz mono float32, refused if longer than ``max_duration``."""
+    # PyAV, as faster-whisper itself decodes: openai-whisper's load_audio would run an `ffmpeg`
+    # binary, which a machine may not have. One decoder: a file has one duration in both engines.
+    import av
+    from faster_whisper.audio import decode_audio
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise NoAudio()
+            # Checked before decoding: decoding a very long file would need a lot of memory.
+            _check_duration((container.duration or 0) / av.time_base, max_duration)
+        audio = decode_audio(path, sampling_rate=SAMPLE_RATE)
+    except (av.error.FFmpegError, IndexError) as exc:
+        # FFmpeg's strerror only: its full message names the temporary file and an errno.
+        reason = getattr(exc, "strerror", None) or "no audio stream could be read"
+        raise UndecodableMedia(f"The media could not be decoded as audio ({reason}).") from exc
+    if len(audio) == 0:
+        raise NoAudio("The media contains no audio samples.")
+    _check_duration(len(audio) / SAMPLE_RATE, max_duration)
+    return audio
+
+
+def write_flac(path: str, audio: Any) -> None:
+    """Write 16 kHz mono float32 ``audio`` as 16-bit FLAC (about half the size of WAV, fast to encode)."""
+    import av
+    import numpy as np
+
+    samples = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1)
+    with av.open(path, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=SAMPLE_RATE)
+        stream.layout, stream.format = "mono", "s16"
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
 
 
 class FasterWhisperEngine(CachingEngine):
@@ -239,11 +302,8 @@ class FasterWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, target, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
-        segments, info = model.transcribe(audio, language=language, beam_size=self.settings.whisper_beam_size,
-                                          vad_filter=self.settings.whisper_vad_filter)
-        return info.language, ((segment.start, segment.end, segment.text) for segment in segments)
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
+        return decode(model, audio, language=language, settings=self.settings, on_progress=on_progress)
 
 
 class OpenAIWhisperEngine(CachingEngine):
@@ -280,16 +340,18 @@ class OpenAIWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, source, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None,
-             on_progress: ProgressCallback) -> tuple[str, Iterable[tuple[float, float, str]]]:
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
         import whisper
 
         with _window_progress(on_progress):
-            result = whisper.transcribe(model, audio, language=language, beam_size=self.settings.whisper_beam_size,
+            options = decoding_options(self.settings)
+            result = whisper.transcribe(model, audio, language=language, beam_size=options["beam_size"],
+                                        temperature=options["temperature"],
+                                        condition_on_previous_text=options["condition_on_previous_text"],
                                         fp16=model.device.type == "cuda", verbose=None)
         # openai-whisper empties the text of the segments it judged void (instantaneous or blank).
-        return result["language"], ((item["start"], item["end"], item["text"])
-                                    for item in result["segments"] if item["text"].strip())
+        return Decoded(result["language"], [(item["start"], item["end"], item["text"])
+                                            for item in result["segments"] if item["text"].strip()], None)
 
 
 def _check_duration(duration: float, max_duration: float | None) -> None:

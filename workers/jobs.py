@@ -57,7 +57,8 @@ from app.core.urls import parse_video_url
 from workers import context
 from workers.captions import track_language
 from workers.download import Media, fetch_media
-from workers.engines import Transcript
+from workers.engines import Transcript, media_duration
+from workers.pieces import PieceStore, others_listening, transcribe_in_pieces
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,12 @@ def job_work_dir(work_dir: Path, job_id: str) -> Path:
 class Progress:
     """Writes stage and progress to ``job.meta``, at most every ``interval`` seconds per stage.
 
-    Each write also checks for a cancel request, so a job stops even if the worker missed
-    the stop command (or the job was not running yet when it was sent). And every update checks
-    the job's timeout: RQ's alarm raises its exception once, and yt-dlp turns an exception raised
-    while it opens a connection into a network error that it retries (seen under load: a job
-    with a 2 s timeout downloaded for 15 s).
+    An update at least ``interval`` after the last one (written or not: a job waiting for pieces
+    other workers transcribe reports the same progress for a while) also checks for a cancel
+    request, so a job stops even if the worker missed the stop command (or the job was not running
+    yet when it was sent). And every update checks the job's timeout: RQ's alarm raises its
+    exception once, and yt-dlp turns an exception raised while it opens a connection into a
+    network error that it retries (seen under load: a job with a 2 s timeout downloaded for 15 s).
     """
 
     def __init__(self, job: Job, interval: float = 0.5) -> None:
@@ -98,14 +100,16 @@ class Progress:
         _check_deadline(self.job)
         now = time.monotonic()
         percent = max(int(percent), self.job.meta.get("progress", 0))
-        if stage == self._stage and (now - self._last_write < self.interval or percent == self.job.meta["progress"]):
+        if stage == self._stage and now - self._last_write < self.interval:
             return
+        self._last_write = now
         ensure_owned(self.job)
         if is_cancel_requested(self.job.connection, self.job.id):
             stop(self.job)
-        self.job.meta.update(stage=stage, progress=percent)
-        self.job.save_meta()
-        self._stage, self._last_write = stage, now
+        if stage != self._stage or percent != self.job.meta["progress"]:
+            self.job.meta.update(stage=stage, progress=percent)
+            self.job.save_meta()
+            self._stage = stage
 
 
 def _check_deadline(job: Job) -> None:
@@ -218,6 +222,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     parse_video_url(url, settings.allowed_url_hosts)
 
     timings = {"queued": _seconds(job.enqueued_at, job.started_at)}
+    pieces = 1
     directory = job_work_dir(settings.work_dir, job.id)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -237,12 +242,23 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
             log.info("downloaded", extra={"seconds": round(timings["download"], 2), "file": media.path.name})
             progress.update("transcribing", DOWNLOAD_END)
             started = time.perf_counter()
-            transcript = context.engine().transcribe(
-                str(media.path), language=language, model=model, max_duration=max_duration,
-                on_progress=lambda fraction: progress.update(
-                    "transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction),
-                on_duration=lambda duration: extend_timeout(job, settings, duration),
-            )
+
+            def transcribing(fraction: float) -> None:
+                progress.update("transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction)
+
+            stitched = None
+            if _worth_splitting(job, settings, media):
+                stitched = transcribe_in_pieces(job, settings, media.path, directory, language=language,
+                                                model=model, max_duration=max_duration, on_progress=transcribing,
+                                                on_duration=lambda duration: extend_timeout(job, settings, duration))
+            if stitched is not None:
+                transcript, pieces = stitched.transcript, stitched.pieces
+                log.info("stitched", extra={"pieces": pieces, "by_other_workers": stitched.helped})
+            else:
+                transcript = context.engine().transcribe(
+                    str(media.path), language=language, model=model, max_duration=max_duration,
+                    on_progress=transcribing, on_duration=lambda duration: extend_timeout(job, settings, duration),
+                )
             timings["model_load"] = transcript.model_load_seconds
             timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds
     finally:
@@ -269,6 +285,8 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "source": used,
         "caption_track": media.caption_track,
         "model": transcript.model,
+        "speech_detected": transcript.speech_detected,
+        "speech_seconds": transcript.speech_seconds,
         "text": transcript.text,
         "segments": segments,
         "chapters": chapters_with_segments(metadata.chapters, segments),
@@ -281,6 +299,8 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "transcription_id": transcription_id,
         "processing_time": round(sum(value for key, value in timings.items() if key != "queued"), 3),
         "total_segments": len(transcript.segments),
+        "speech_detected": transcript.speech_detected,
+        "pieces": pieces,
         "language": transcript.language,
         "duration": transcript.duration,
         "model": transcript.model,
@@ -289,6 +309,63 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "channel": metadata.channel,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
+
+
+def _worth_splitting(job: Job, settings: Settings, media: Media) -> bool:
+    """Whether to transcribe in pieces (``workers.pieces``): a long recording, and a worker to help."""
+    if not settings.chunk_threshold_seconds:
+        return False
+    duration = media.metadata.duration or media_duration(media.path)
+    return duration > settings.chunk_threshold_seconds and others_listening(job)
+
+
+def transcribe_piece(*, parent_id: str, index: int, start: float, language: str | None, model: str) -> dict:
+    """Transcribe piece ``index`` of the recording of job ``parent_id`` (``workers.pieces``).
+
+    Nothing to do if the parent has ended, or has taken the piece itself. Stops (error
+    ``cancelled``) when the parent ends meanwhile: it was cancelled or failed, and needs it no more.
+    """
+    job = get_current_job()
+    settings = context.settings()
+    store = PieceStore(job.connection, parent_id)
+    parent_running = _ParentWatch(job.connection, parent_id)
+    if not parent_running():
+        return {"skipped": "its job has ended"}
+    if not store.claim(index, job.id):
+        return {"skipped": "another worker has it"}
+    audio = store.audio(index)
+    if audio is None:
+        return {"skipped": "its audio is gone"}
+    directory = job_work_dir(settings.work_dir, job.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "piece.flac"
+    path.write_bytes(audio)
+
+    def check(fraction: float) -> None:
+        if not parent_running():
+            raise JobCancelled("The job this piece belongs to has ended.")
+
+    try:
+        transcript = context.engine().transcribe(str(path), language=language, model=model, on_progress=check)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    store.save_result(index, transcript, start, by=job.id)
+    return {"segments": len(transcript.segments)}
+
+
+class _ParentWatch:
+    """Whether a piece's parent job still runs (not cancelled), looked up at most once a second."""
+
+    def __init__(self, connection, parent_id: str) -> None:
+        self.connection, self.parent_id = connection, parent_id
+        self._checked, self._running = 0.0, True
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            status = self.connection.hget(f"rq:job:{self.parent_id}", "status")
+            self._running = status == b"started" and not is_cancel_requested(self.connection, self.parent_id)
+        return self._running
 
 
 def _captions_transcript(media: Media) -> Transcript:

@@ -127,6 +127,11 @@ class JobResult(StoredDocument):
     transcription_id: str
     processing_time: float
     total_segments: int
+    pieces: int = Field(1, description=(
+        "Pieces the recording was transcribed in: more than 1 when it was long enough to be shared among "
+        "workers (`CHUNK_THRESHOLD_SECONDS`)."))
+    speech_detected: bool = Field(True, description=(
+        "False when the voice-activity filter heard no speech: the transcript is empty, and no words were invented."))
     language: str
     duration: float
     model: str | None = Field(description="The Whisper model; null when the transcript is the video's captions.")
@@ -196,13 +201,21 @@ class Transcript(StoredDocument):
     channel: str | None = Field(None, description="The video's channel, or its uploader.")
     upload_date: str | None = Field(None, description="The day the video was published, `YYYY-MM-DD`.",
                                     json_schema_extra={"format": "date"})
-    language: str
+    language: str = Field(description=(
+        "The language transcribed: the one asked for, else detected; `\"\"` when none was asked for, no speech "
+        "was heard and the model is multilingual."))
     duration: float = Field(description="Seconds: of the audio (Whisper), or from the video's metadata, else "
                                         "the end of the last caption (captions).")
     source: Literal["whisper", "captions"] = Field("whisper", description=(
         "`whisper`, or `captions`: the video's own manual captions."))
     caption_track: str | None = Field(None, description="With `captions`: the track used, e.g. `en-US`.")
     model: str | None = Field(description="The Whisper model; null for `captions`.")
+    speech_detected: bool = Field(True, description=(
+        "False when the voice-activity filter (`WHISPER_VAD_FILTER`) heard no speech at all: then `segments` is "
+        "empty and `text` is `\"\"`, not words invented in silence."))
+    speech_seconds: float | None = Field(None, description=(
+        "Seconds of speech the voice-activity filter found; null when it did not run (`captions`, or "
+        "`WHISPER_VAD_FILTER=false`)."))
     text: str
     segments: list[Segment]
     chapters: list[Chapter] = Field([], description="The video's chapters, if it has any, in order.")

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     whisper_engine: Literal["faster-whisper", "openai-whisper"] = Field("faster-whisper", description=(
         "`faster-whisper`, or `openai-whisper` (the optional extra `pip install '.[openai-whisper]'`): its "
         "models are openai-whisper names (downloaded into `~/.cache/whisper`) or `.pt` checkpoint paths, and it "
-        "ignores `WHISPER_COMPUTE_TYPE` and `WHISPER_VAD_FILTER`. A model path the chosen engine cannot load "
+        "ignores `WHISPER_COMPUTE_TYPE` and the `WHISPER_VAD_*` settings. A model path the chosen engine cannot load "
         "stops start-up."))
     whisper_model: str = Field(BUNDLED_MODEL, description=(
         "Default model: `tiny.en` (bundled, offline), a CTranslate2 model directory, or a faster-whisper model "
@@ -121,9 +121,27 @@ class Settings(BaseSettings):
         "CPU threads per transcription. `0` (auto): the cores the worker may use. With several workers on one "
         "machine, give each cores ÷ workers (CTranslate2's own default, 4 threads, would oversubscribe a "
         "2-core machine; 1 thread per worker was fastest for tiny.en here)."))
-    whisper_vad_filter: bool = Field(False, description=(
-        "`true` skips silence with faster-whisper's built-in voice activity detection (Silero VAD, shipped in "
-        "the wheel): faster on videos with long silences, and no words invented in silence."))
+    whisper_vad_filter: bool = Field(True, description=(
+        "Voice activity detection first (Silero VAD, shipped in faster-whisper's wheel): only the speech is "
+        "decoded, audio without speech gives an empty transcript (`speech_detected: false`) instead of invented "
+        "words, and speech that decoding left without words is decoded again (docs/architecture.md#decoding). "
+        "`false`: the whole audio is decoded."))
+    whisper_vad_threshold: float = Field(0.5, gt=0, lt=1, description=(
+        "Silero's speech probability above which a 32 ms frame is speech; lower hears quieter speech (and more "
+        "noise)."))
+    whisper_vad_min_speech_ms: NonNegativeInt = Field(250, description=(
+        "Speech shorter than this (ms) is ignored: a click or a cough is not decoded."))
+    whisper_vad_min_silence_ms: NonNegativeInt = Field(2000, description=(
+        "A silence must last this long (ms) to end a stretch of speech."))
+    whisper_vad_speech_pad_ms: NonNegativeInt = Field(400, description=(
+        "Audio kept on each side of each stretch of speech (ms), so that no word is clipped."))
+    whisper_condition_on_previous_text: bool = Field(False, description=(
+        "`true` gives each 30-second window the previous window's text as its prompt: more consistent style, "
+        "but one hallucination or repetition loop is carried on to the next windows."))
+    whisper_temperature_fallback: bool = Field(False, description=(
+        "`true` re-decodes a window that looks wrong (repetitive, unlikely) at higher temperatures, by random "
+        "sampling: the same audio then gives different transcripts from run to run. `false`: temperature 0 only, "
+        "deterministic."))
     whisper_model_cache: PositiveInt = Field(2, description=(
         "Models an engine host keeps loaded for per-request `model` choices; the least recently used one is "
         "dropped."))
@@ -188,6 +206,12 @@ class Settings(BaseSettings):
         "Delay before the first retry, in seconds; retry *n* (counted from 0) waits between half and all of "
         "`min(JOB_RETRY_MAX, JOB_RETRY_BASE × 2^n)`: up to 1, 2, then 4 minutes. `0` retries at once."))
     job_retry_max: float = Field(600.0, ge=0, description="Cap of the retry delay, in seconds.")
+    chunk_threshold_seconds: NonNegativeInt = Field(600, description=(
+        "A recording longer than this (seconds) is cut at pauses into pieces that every idle worker on its queue "
+        "helps transcribe, when at least one other worker listens to that queue (docs/architecture.md#long-"
+        "recordings). `0`: never."))
+    chunk_seconds: PositiveInt = Field(300, description=(
+        "About how long each piece is, in seconds (cut in the nearest pause between sentences)."))
     worker_shutdown_grace: NonNegativeInt = Field(20, description=(
         "On SIGTERM a worker lets its current job run this many seconds, then hands it back to the front of its "
         "queue (below Heroku's 30 s; set `stop_grace_period` above it in compose). A second SIGTERM or Ctrl-C "
