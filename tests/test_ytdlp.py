@@ -105,7 +105,7 @@ def test_a_jobs_youtubedl_has_the_extractors_ytdlp_chooses_itself_in_its_order(t
     options = ytdlp.ytdlp_options(Settings.load(), directory=tmp_path)
     with YoutubeDL(dict(options)) as chosen_by_ytdlp, ytdlp.youtube_dl(dict(options)) as ours:
         assert list(ours._ies.items()) == list(chosen_by_ytdlp._ies.items())
-        assert next(reversed(ours._ies)) == "Generic"  # the fallback, tried last
+        assert list(ours._ies)[-1] == "Generic"  # the fallback, tried last
 
 
 def test_what_ytdlp_logs_names_a_proxy_without_its_password(tmp_path):

@@ -33,6 +33,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, get_current_job, worker_registration
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.worker import HerokuWorker
 
@@ -101,7 +102,8 @@ class TranscriptionWorker(HerokuWorker):
     # transcription running on it (cancelled, timed out, handed back, its horse killed: the host
     # would go on for nobody, and the next job would wait for it) and start a new one, or start a
     # new one if this worker's share of the cores changed (``workers.cpu_share``), or recycle the
-    # host once worn.
+    # host once worn. And before forking the horse, find the yt-dlp extractor of the job's URL,
+    # which costs a horse ten times more (``workers.ytdlp.choose_extractor``).
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
@@ -114,6 +116,11 @@ class TranscriptionWorker(HerokuWorker):
                 # Run the job anyway: it fails with engine_unavailable (and is retried) instead
                 # of vanishing with a crashed worker.
                 log.exception("the engine host could not be started")
+        try:
+            url = job.kwargs.get("url")
+        except DeserializationError:  # RQ fails such a job in the horse
+            url = None
+        ytdlp.choose_extractor(url if isinstance(url, str) else None)
         try:
             super().execute_job(job, queue)
         finally:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import optparse
@@ -183,26 +184,28 @@ def youtube_dl(options: dict[str, Any]) -> YoutubeDL:
     """A ``YoutubeDL`` with ``options`` and yt-dlp's default extractors, as ``YoutubeDL(options)`` has.
 
     ``YoutubeDL(options)`` chooses its extractors among all ~1,900 on every construction (about
-    0.1 s here, in every job); yt-dlp's ``auto_init=False`` skips that, and the choice it made
-    once in this process (``_default_extractors``) is added instead.
+    0.1 s here, in every job); yt-dlp's ``auto_init=False`` skips that, and the choice it made once
+    in this process (``_default_extractors``) is given instead. Not by adding each of ~1,750
+    classes to a dict of its own: that writes to every class (its reference count), and a forked
+    work horse copies each memory page it writes to (0.01 s and more per job).
     """
     from yt_dlp import YoutubeDL
 
     ydl = YoutubeDL(options, auto_init=False)
-    for extractor in _default_extractors():
-        ydl.add_info_extractor(extractor)
+    # The one write to yt-dlp's internals here: its private dict of extractors becomes a layer of its
+    # own (the instances it makes go there) over the dict shared by the process, which is never written.
+    ydl._ies = collections.ChainMap({}, _default_extractors())
     return ydl
 
 
 @functools.cache
-def _default_extractors() -> tuple[type, ...]:
-    """The extractors yt-dlp's own ``add_default_info_extractors`` chooses, in its order: classes (each
-    ``YoutubeDL`` makes its own instances of those it uses)."""
+def _default_extractors() -> dict[str, type]:
+    """The extractors yt-dlp's own ``add_default_info_extractors`` chooses, by key, in its order (classes:
+    each ``YoutubeDL`` makes its own instances of those it uses)."""
     from yt_dlp import YoutubeDL
 
     with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
-        # yt-dlp keeps its chosen extractors in a private dict; read here only, once per process.
-        return tuple(ydl._ies.values())
+        return dict(ydl._ies)
 
 
 def prepare() -> None:
@@ -213,10 +216,30 @@ def prepare() -> None:
     the one for a URL. SSL contexts are shared (``_share_ssl_contexts``).
     """
     _share_ssl_contexts()
-    extractors = _default_extractors()
+    extractors = _default_extractors().values()
     for url in WARM_UP_URLS:
         for extractor in extractors:
             extractor.suitable(url)
+
+
+def choose_extractor(url: str | None) -> None:
+    """Find, in the worker before it forks a job's work horse, the extractor yt-dlp would take for the
+    job's ``url`` (the first suitable one), for the horse to ask ``extractor_for``.
+
+    Searching means trying ~1,750 extractors in turn, which touches each one's class and URL
+    patterns: 0.03 s in a horse, which copies every memory page it writes to, a few ms here.
+    """
+    global _chosen
+    extractors = _default_extractors().items()
+    _chosen = (url, next(key for key, extractor in extractors if extractor.suitable(url))) if url else None
+
+
+def extractor_for(url: str) -> str | None:
+    """The extractor ``choose_extractor`` found for ``url`` (yt-dlp's ``ie_key``); None: not chosen, yt-dlp searches."""
+    return _chosen[1] if _chosen is not None and _chosen[0] == url else None
+
+
+_chosen: tuple[str, str] | None = None
 
 
 def _share_ssl_contexts() -> None:
