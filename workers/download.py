@@ -170,7 +170,7 @@ def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy
 
     options = ytdlp.ytdlp_options(settings, directory=directory, proxy=proxy_url, cookie_file=cookie_file,
                                   progress_hooks=[hook], logger=log)
-    with _mapped_errors(egress, proxy_url is not None), ytdlp.youtube_dl(options) as ydl:
+    with _mapped_errors(egress, proxy_url is not None), ytdlp.JobYoutubeDL(options) as ydl:
         info = ydl.extract_info(url, download=False, ie_key=ytdlp.extractor_for(url))
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")

@@ -13,9 +13,10 @@
   failure or a bot check (``workers.download``).
 - **Extractor arguments.** ``YTDLP_EXTRACTOR_ARGS`` is parsed by yt-dlp's own ``--extractor-args``
   parser, and checked when the worker starts (``check``).
-- **Start-up once per worker.** ``youtube_dl`` builds a job's ``YoutubeDL`` from what ``prepare``
-  did once in the worker before it forked (yt-dlp's choice of extractors, their URL patterns
-  compiled, one SSL context): a work horse's download pays for none of it.
+- **Start-up once per worker.** ``JobYoutubeDL`` is a job's ``YoutubeDL``, built from what
+  ``prepare`` did once in the worker before it forked (yt-dlp's choice of extractors, their URL
+  patterns compiled, one SSL context); ``choose_extractor`` finds the one for a job's URL before
+  the horse is forked: a work horse's download pays for none of it.
 """
 
 from __future__ import annotations
@@ -29,17 +30,15 @@ import random
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import Redis
+from yt_dlp import YoutubeDL
 
 from app.core import settings as settings_module
 from app.core.errors import ConfigurationError
 from app.core.proxies import EGRESS_SCHEMES, Proxy
 from app.core.settings import Settings
-
-if TYPE_CHECKING:
-    from yt_dlp import YoutubeDL
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +167,9 @@ def ytdlp_options(settings: Settings, *, directory: Path, proxy: str | None = No
         "retries": 2,
         "extractor_retries": 1,
         "overwrites": True,
+        # The first block of an HTTP download, which yt-dlp then doubles as it goes; from its 1 KiB,
+        # a small file took eight blocks, each through the progress hooks.
+        "buffersize": 64 * 1024,
         # An explicit path: yt-dlp would otherwise look for the program on PATH (and next to its interpreter).
         "js_runtimes": {runtime[0]: {"path": runtime[1]}} if runtime else {},
         "remote_components": [],  # the solver scripts come from the yt-dlp-ejs package, never from the network
@@ -180,22 +182,31 @@ def ytdlp_options(settings: Settings, *, directory: Path, proxy: str | None = No
     return options
 
 
-def youtube_dl(options: dict[str, Any]) -> YoutubeDL:
-    """A ``YoutubeDL`` with ``options`` and yt-dlp's default extractors, as ``YoutubeDL(options)`` has.
+class JobYoutubeDL(YoutubeDL):
+    """yt-dlp's ``YoutubeDL`` as a job runs it: with yt-dlp's default extractors, as ``YoutubeDL(options)``
+    has, without the work of choosing them, nor of printing what nobody asked for.
 
-    ``YoutubeDL(options)`` chooses its extractors among all ~1,900 on every construction (about
-    0.1 s here, in every job); yt-dlp's ``auto_init=False`` skips that, and the choice it made once
-    in this process (``_default_extractors``) is given instead. Not by adding each of ~1,750
-    classes to a dict of its own: that writes to every class (its reference count), and a forked
-    work horse copies each memory page it writes to (0.01 s and more per job).
+    The only class that reaches into yt-dlp's internals (besides ``_share_ssl_contexts``); each
+    place says why.
     """
-    from yt_dlp import YoutubeDL
 
-    ydl = YoutubeDL(options, auto_init=False)
-    # The one write to yt-dlp's internals here: its private dict of extractors becomes a layer of its
-    # own (the instances it makes go there) over the dict shared by the process, which is never written.
-    ydl._ies = collections.ChainMap({}, _default_extractors())
-    return ydl
+    def __init__(self, options: dict[str, Any]) -> None:
+        # yt-dlp's auto_init chooses the extractors among all ~1,900 on every construction (0.1 s
+        # here, in every job): they are the choice it made once in this process instead
+        # (``_default_extractors``). Not by adding each of ~1,750 classes to a dict of the job's own:
+        # that writes to every class (its reference count), and a forked work horse copies each
+        # memory page it writes to (0.01 s and more). Its private dict of extractors becomes a layer
+        # of its own (where the instances it makes go) over the process's, which is never written.
+        super().__init__(options, auto_init=False)
+        self._ies = collections.ChainMap({}, _default_extractors())
+
+    # Why: at each of nine steps of a download, yt-dlp renders for ``--print`` the tables of formats,
+    # thumbnails and subtitles and the file's name, even with nothing to print (0.01 s of a loopback
+    # job). A job's options print nothing; with any printing option set, yt-dlp's own runs.
+    def _forceprint(self, key: str, info_dict: dict[str, Any] | None) -> dict[str, Any] | None:
+        if any(value for name, value in self.params.items() if name.startswith(("force", "print"))):
+            return super()._forceprint(key, info_dict)
+        return None if info_dict is None else dict(info_dict)
 
 
 @functools.cache
@@ -205,13 +216,13 @@ def _default_extractors() -> dict[str, type]:
     from yt_dlp import YoutubeDL
 
     with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
-        return dict(ydl._ies)
+        return dict(ydl._ies)  # yt-dlp's private dict: read once, never written
 
 
 def prepare() -> None:
     """Prepare this process's later ``YoutubeDL``s (``workers.download.warm_up``, before the worker forks).
 
-    yt-dlp's extractors are chosen once (``youtube_dl``), and every extractor's URL patterns
+    yt-dlp's extractors are chosen once (``JobYoutubeDL``), and every extractor's URL patterns
     compiled: yt-dlp compiles them on first use, trying each extractor in turn (~1,900) to find
     the one for a URL. SSL contexts are shared (``_share_ssl_contexts``).
     """
