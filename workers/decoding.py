@@ -25,6 +25,7 @@ pauses between sentences that ``pauses`` finds, so that no word is cut in two (`
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -160,7 +161,8 @@ def decode(model: Any, audio: Any, *, language: str | None, settings: Settings,
         return Decoded(_language_without_speech(model, language), [], 0.0)
     pieces, _ = collect_chunks(audio, chunks, sampling_rate=SAMPLE_RATE)
     segments, info = model.transcribe(pieces[0], language=language, **options)
-    found = list(_reporting(restore_speech_timestamps(segments, chunks, SAMPLE_RATE), duration, on_progress))
+    restored = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
+    found = [_within_speech(segment, spans) for segment in _reporting(restored, duration, on_progress)]
 
     gaps = uncovered(spans, found, MIN_GAP)
     for gap in gaps:
@@ -187,6 +189,14 @@ def uncovered(spans: Iterable[Span], segments: Iterable[RawSegment], min_gap: fl
         if span.end - cursor >= min_gap:
             gaps.append(Span(cursor, span.end))
     return gaps
+
+
+def _within_speech(segment: RawSegment, spans: list[Span]) -> RawSegment:
+    """``segment`` ending no later than the stretch of speech it starts in: Whisper may time a
+    window's last segment past the end of its audio, which, mapped back, lands in the silence after."""
+    start, end, text = segment
+    index = max(0, bisect.bisect_right([span.start for span in spans], start) - 1)
+    return start, max(start, min(end, spans[index].end)), text
 
 
 def _decode_again(model: Any, audio: Any, gap: Span, language: str, options: dict[str, Any]) -> list[RawSegment]:
