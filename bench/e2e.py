@@ -5,9 +5,9 @@ media server, fetched by yt-dlp's generic extractor) and its status polled until
 End-to-end = the job's ``ended_at - created_at`` from its status document (the API creates the
 job just before enqueueing it; the worker ends it once the transcript is stored), so the poll
 interval does not blur the figure. The ratio divides each job's time by the engine's alone on the
-same clip, timed in this process just before the job (``FasterWhisperEngine``, as section 1): on a
-machine shared with other work, a ratio of two figures taken minutes apart measured the load's
-changes as much as the job's overhead.
+same clip, timed in this process just before or just after the job, in turn (``FasterWhisperEngine``,
+as section 1): on a machine shared with other work, a ratio of two figures taken minutes apart
+measured the load's changes as much as the job's overhead.
 """
 
 from __future__ import annotations
@@ -70,14 +70,21 @@ def run(h: Harness, report: Report, clips: list[Clip], warm_up: Clip, runs: dict
     report.note(SECTION, "API: gunicorn, 2 gevent workers, app.gunicorn_conf; worker: one `ytcaption worker "
                          "express` (forking, its engine host holding tiny.en); media: loopback HTTP, yt-dlp "
                          "generic extractor; end-to-end = the job's ended_at - created_at, divided by the "
-                         "engine's own time on the clip (in the benchmark's process) just before the job")
+                         "engine's own time on the clip (in the benchmark's process) just before or after the "
+                         "job, in turn")
     for clip in clips:
         totals, alone, timings = [], [], {stage: [] for stage in STAGES}
-        for _ in range(runs[clip.name]):
-            started = time.perf_counter()
-            engine.transcribe(str(clip.path), language=None, model=model)
-            alone.append(time.perf_counter() - started)
+        for number in range(runs[clip.name]):
+            def engine_alone() -> None:
+                started = time.perf_counter()
+                engine.transcribe(str(clip.path), language=None, model=model)
+                alone.append(time.perf_counter() - started)
+
+            if number % 2:  # in turn first and second: neither gets the machine's rest (or its turbo) more often
+                engine_alone()
             total, result = transcribe_via_api(h, clip)
+            if not number % 2:
+                engine_alone()
             totals.append(total)
             for stage in STAGES:
                 timings[stage].append(result["timings"].get(stage, 0.0))
