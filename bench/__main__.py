@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, engine, load, memory, pieces, queue_throughput, submit_load, tuning
+from bench import accuracy, e2e, engine, load, memory, peer, pieces, queue_throughput, submit_load, tuning
 from bench.harness import FIXTURES, Harness, python_version, versions
 from bench.report import Report
 from bench.submit_load import LoadPlan
@@ -53,7 +53,7 @@ FULL = Profile("full", long_clip_seconds=150, engine_runs=5, long_engine_runs=5,
                load=LoadPlan(seconds=5, runs=5, connections=8, warm_up_seconds=2), noop_jobs=2000, noop_runs=3,
                tuning_runs=3, pieces_clip_seconds=1200, pieces_runs=2)
 
-SECTIONS = ("1", "2", "3", "4", "5", "6", "8")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated sections to run (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with every process's log")
     parser.add_argument("--markdown", action="store_true", help="also print the table in Markdown (README)")
+    parser.add_argument("--peer", type=Path, metavar="PATH",
+                        help="section 9: compare with whisper-asr-webservice, a checkout with its venv or its "
+                             "command, installed by you (docs/performance.md); without it section 9 is skipped")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     wanted = set(args.sections.split(","))
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(mode=profile.name, machine=machine())
     with Harness(keep=args.keep) as h:
         h.say(f"bench ({profile.name}) in {h.dir}")
-        run_sections(h, report, profile, wanted)
+        run_sections(h, report, profile, wanted, args.peer)
         h.say("stopping everything")
 
     report.machine["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.errors else 0
 
 
-def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str]) -> None:
+def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str], peer_path: Path | None) -> None:
     """Run the ``wanted`` sections; a section that raises is recorded in ``report.errors``."""
 
     def section(number: str, title: str, run: Callable[[], Any]) -> Any:
@@ -136,6 +139,13 @@ def run_sections(h: Harness, report: Report, profile: Profile, wanted: set[str])
     if profile.tuning_runs:  # minutes of transcription: not in the quick run
         section("6", tuning.SECTION, lambda: tuning.run(report, long_clip, tuning.make_sparse_clip(media),
                                                         profile.tuning_runs))
+    section("7", accuracy.SECTION, lambda: accuracy.run(report, h.dir / "accuracy", accuracy.PROFILES[profile.name],
+                                                        h.say))
+    if peer_path is None:  # a server the user installs: never in CI
+        if "9" in wanted:
+            h.say(f"{peer.SECTION}: skipped (no --peer PATH)")
+    else:  # last: it stops the other sections' workers
+        section("9", peer.SECTION, lambda: peer.run(h, report, media, peer_path, profile.name))
 
 
 def machine() -> dict[str, Any]:

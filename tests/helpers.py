@@ -23,12 +23,13 @@ def status(client, headers, job_id: str) -> dict:
     return response.get_json()
 
 
+def words(text: str) -> list[str]:
+    """``text``'s words in lower case, punctuation taken for a space: what ``word_error_rate`` compares."""
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """Word-level Levenshtein distance over the reference length, ignoring case and punctuation."""
-
-    def words(text: str) -> list[str]:
-        return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
-
     ref, hyp = words(reference), words(hypothesis)
     previous = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, start=1):

@@ -4,13 +4,15 @@ The thresholds are lowered for the tests (pieces of 30 s above 60 s), so that a 
 few minutes made from the committed fixtures is cut into several pieces.
 """
 
+import os
+import signal
 import subprocess
 
 import numpy as np
 import pytest
 from rq.job import Job
 
-from tests.helpers import FIXTURE_TEXT, start_worker, status, stop_process, submit, wait_for, word_error_rate
+from tests.helpers import FIXTURE_TEXT, horse_of, start_worker, status, stop_process, submit, wait_for, word_error_rate
 from tests.test_decoding import RATE, fixture_audio, silence, write_wav
 from workers.decoding import Span, plan_pieces
 from workers.pieces import PieceStore, piece_job_id
@@ -51,13 +53,19 @@ def long_recording(media_server):
 
 
 @pytest.fixture
-def two_workers(redis, make_client, monkeypatch):
-    client = make_client(CHUNK_THRESHOLD_SECONDS="60", CHUNK_SECONDS="30", WHISPER_CPU_THREADS="1")
-    workers = [start_worker(redis, expect=1)]
-    workers.append(start_worker(redis, expect=2, stderr=subprocess.DEVNULL))
-    yield client
-    for worker in workers:
+def workers(redis):
+    started = []
+    yield started
+    for worker in started:
         stop_process(worker)
+
+
+@pytest.fixture
+def two_workers(redis, make_client, workers):
+    client = make_client(CHUNK_THRESHOLD_SECONDS="60", CHUNK_SECONDS="30", WHISPER_CPU_THREADS="1")
+    workers.append(start_worker(redis, expect=1, stderr=subprocess.DEVNULL))
+    workers.append(start_worker(redis, expect=2, stderr=subprocess.DEVNULL))
+    return client
 
 
 def pro(client) -> dict:
@@ -113,3 +121,35 @@ def test_cancelling_a_shared_job_stops_its_pieces(two_workers, long_recording, r
     wait_for(pieces_ended, timeout=120, message="every piece job to end")
     wait_for(lambda: not list(redis.scan_iter(f"{PieceStore(redis, job_id).prefix}:*audio")), timeout=60,
              message="the pieces' audio to be deleted")
+
+
+def test_a_piece_whose_worker_dies_is_taken_over(two_workers, workers, long_recording, redis):
+    """The worker transcribing a piece is killed with its horse (a lost machine): the job still completes."""
+    client, (url, words) = two_workers, long_recording
+    headers = pro(client)
+    job_id = submit(client, headers, url).get_json()["job_id"]
+
+    def piece_running_elsewhere() -> int | None:
+        parent = redis.hget(f"rq:job:{job_id}", "worker_name")
+        for index in range(8):
+            key = f"rq:job:{piece_job_id(job_id, index)}"
+            state, worker = redis.hmget(key, "status", "worker_name")
+            if state == b"started" and worker and worker != parent:
+                return index
+        return None
+
+    wait_for(piece_running_elsewhere, timeout=300, interval=0.1, message="a piece to run on the other worker")
+    helper_name = redis.hget(f"rq:job:{piece_job_id(job_id, piece_running_elsewhere())}", "worker_name").decode()
+    helper_pid = int(redis.hget(f"rq:worker:{helper_name}", "pid"))
+    victim = next(worker for worker in workers if worker.pid == helper_pid)
+    for pid in [horse_of(victim.pid), victim.pid]:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    victim.wait()
+
+    wait_for(lambda: status(client, headers, job_id)["status"] in ("completed", "failed"), timeout=600,
+             message="the job to end")
+    body = status(client, headers, job_id)
+    assert body["status"] == "completed", body.get("error")
+    transcript = client.get(f"/api/v1/transcriptions/{body['result']['transcription_id']}", headers=headers).get_json()
+    assert word_error_rate(words, transcript["text"]) < 0.15, transcript["text"]

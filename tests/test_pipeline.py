@@ -221,3 +221,17 @@ def test_a_job_waiting_for_its_retry_can_be_cancelled(client, pro, media_server,
     assert body["status"] == "cancelled" and body["ended_at"] > failed_attempt_ended
     assert services.queues["express"].scheduled_job_registry.count == 0
     assert client.get("/api/v1/me", headers=pro).get_json()["quota"]["used"] == 0  # nothing came of it
+
+
+def test_audio_without_speech_completes_with_an_empty_transcript(client, pro, media_server, run_worker, services):
+    """No words invented in silence, and the client can tell an empty result from a failed one."""
+    job_id = submit(client, pro, media_server.url("silence.webm")).get_json()["job_id"]
+    run_worker()
+    body = status(client, pro, job_id)
+    assert body["status"] == "completed", body
+    assert (body["result"]["speech_detected"], body["result"]["total_segments"], body["result"]["pieces"]) == (
+        False, 0, 1)
+    record = services.transcripts.get(body["result"]["transcription_id"])
+    assert (record["text"], record["segments"], record["speech_seconds"]) == ("", [], 0.0)
+    txt = client.get(f"/api/v1/transcriptions/{job_id}?format=txt", headers=pro)
+    assert txt.status_code == 200 and txt.text.strip() == ""

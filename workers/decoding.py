@@ -9,10 +9,11 @@ middle of a transcript, and "You" every 30 seconds through ten minutes of silenc
    one stream as faster-whisper's own ``vad_filter`` does, and the times are mapped back. Audio
    with no speech is not decoded at all: an empty transcript, ``speech_seconds`` 0.
 2. **Deterministic decoding**: temperature 0 only. Whisper's fallback to higher temperatures
-   samples at random, which made the same clip come out differently (or empty) from run to run
-   (``WHISPER_TEMPERATURE_FALLBACK`` brings it back). Each window is decoded without the previous
-   window's text as its prompt (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``), so one window's
-   hallucination or repetition loop is not carried into the next.
+   samples at random, so the same clip could come out differently (or empty) from run to run
+   (``WHISPER_TEMPERATURE_FALLBACK`` brings it back). Each window keeps the previous window's
+   text as its prompt (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``): measured, it makes fewer errors
+   on long speech, and what made it harmful, the dots or "You" written for silence becoming the
+   prompt of the speech after it, is gone with the silence itself.
 3. **No speech left without words**: Whisper drops a window it judges silent (no-speech
    probability above 0.6 with a low log-probability). Where VAD heard at least ``MIN_GAP``
    seconds of speech that no segment covers, that stretch is decoded again on its own, with that

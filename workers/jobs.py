@@ -322,8 +322,8 @@ def _worth_splitting(job: Job, settings: Settings, media: Media) -> bool:
 def transcribe_piece(*, parent_id: str, index: int, start: float, language: str | None, model: str) -> dict:
     """Transcribe piece ``index`` of the recording of job ``parent_id`` (``workers.pieces``).
 
-    Nothing to do if the parent has ended, or has taken the piece itself. Stops (error
-    ``cancelled``) when the parent ends meanwhile: it was cancelled or failed, and needs it no more.
+    Nothing to do if the parent has ended, or has taken the piece itself; and the transcription
+    stops when the parent ends meanwhile (cancelled, failed, handed back): it needs the piece no more.
     """
     job = get_current_job()
     settings = context.settings()
@@ -343,14 +343,20 @@ def transcribe_piece(*, parent_id: str, index: int, start: float, language: str 
 
     def check(fraction: float) -> None:
         if not parent_running():
-            raise JobCancelled("The job this piece belongs to has ended.")
+            raise _ParentEnded()
 
     try:
         transcript = context.engine().transcribe(str(path), language=language, model=model, on_progress=check)
+    except _ParentEnded:
+        return {"skipped": "its job ended meanwhile"}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     store.save_result(index, transcript, start, by=job.id)
     return {"segments": len(transcript.segments)}
+
+
+class _ParentEnded(Exception):
+    """Raised from a piece's progress callback to stop transcribing it."""
 
 
 class _ParentWatch:

@@ -11,7 +11,7 @@ that is free:
 3. the parent transcribes pieces itself from the first on, while other workers take them from
    the last; a piece is claimed once (``SET NX``), by the parent or by its piece's job;
 4. the parent waits for the pieces others took, takes over any piece whose job is not running
-   (it failed, waits for a retry, or was put back on its queue after its worker was lost), and
+   (it failed, waits for a retry, was put back on its queue, or its worker stopped beating), and
    stitches the pieces' segments, in order and shifted by each piece's start, into one transcript.
 
 Why a parent that works and waits, rather than one that ends and leaves the stitching to a last
@@ -38,6 +38,7 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
+from rq.utils import now
 
 from app.core.jobs import retry_policy
 from app.core.settings import Settings
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 TRANSCRIBE_PIECE = "workers.jobs.transcribe_piece"
 #: Seconds between two looks at the pieces other workers are transcribing.
 POLL_INTERVAL = 0.25
+#: Seconds without a heartbeat after which a running piece job's worker is taken for lost (a worker
+#: beats every 5 s while it runs a job; RQ's own maintenance would notice later, or never, if
+#: every other worker is busy like the parent).
+LOST_AFTER = 20
 #: Piece-job states in which nobody is transcribing the piece (and, looked at after its result,
 #: it has none): the parent takes it over.
 NOT_RUNNING = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.SCHEDULED, JobStatus.QUEUED,
@@ -218,9 +223,15 @@ def _abandoned(job: Job, piece: Piece, store: PieceStore) -> bool:
     """Take ``piece`` over if its claimant is not transcribing it (its job not running); say whether."""
     claimant = store.claimant(piece.index)
     piece_job = Job.fetch_many([piece_job_id(job.id, piece.index)], connection=job.connection)[0]
-    if piece_job is not None and piece_job.get_status(refresh=False) not in NOT_RUNNING:
+    if piece_job is not None and piece_job.get_status(refresh=False) not in NOT_RUNNING and not _lost(piece_job):
         return False
     return store.take_over(piece.index, claimant, job.id)
+
+
+def _lost(piece_job: Job) -> bool:
+    beat = piece_job.last_heartbeat or piece_job.started_at
+    return (piece_job.get_status(refresh=False) == JobStatus.STARTED and beat is not None
+            and (now() - beat).total_seconds() > LOST_AFTER)
 
 
 def abandon(job: Job) -> None:

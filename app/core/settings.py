@@ -136,9 +136,10 @@ class Settings(BaseSettings):
         "A silence must last this long (ms) to end a stretch of speech."))
     whisper_vad_speech_pad_ms: NonNegativeInt = Field(400, description=(
         "Audio kept on each side of each stretch of speech (ms), so that no word is clipped."))
-    whisper_condition_on_previous_text: bool = Field(False, description=(
-        "`true` gives each 30-second window the previous window's text as its prompt: more consistent style, "
-        "but one hallucination or repetition loop is carried on to the next windows."))
+    whisper_condition_on_previous_text: bool = Field(True, description=(
+        "Each 30-second window gets the previous window's text as its prompt: fewer errors on long speech "
+        "(docs/performance.md#accuracy-the-decoding-before-and-after). Without `WHISPER_VAD_FILTER` it also "
+        "carries words invented in silence into the speech after it; `false` if your audio makes Whisper loop."))
     whisper_temperature_fallback: bool = Field(False, description=(
         "`true` re-decodes a window that looks wrong (repetitive, unlikely) at higher temperatures, by random "
         "sampling: the same audio then gives different transcripts from run to run. `false`: temperature 0 only, "
