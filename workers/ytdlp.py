@@ -186,8 +186,8 @@ class JobYoutubeDL(YoutubeDL):
     """yt-dlp's ``YoutubeDL`` as a job runs it: with yt-dlp's default extractors, as ``YoutubeDL(options)``
     has, without the work of choosing them, nor of printing what nobody asked for.
 
-    The only class that reaches into yt-dlp's internals (besides ``_share_ssl_contexts``); each
-    place says why.
+    With ``_default_extractors`` and ``_share_ssl_contexts``, the only code that reaches into
+    yt-dlp's internals; each place says why.
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
@@ -213,8 +213,6 @@ class JobYoutubeDL(YoutubeDL):
 def _default_extractors() -> dict[str, type]:
     """The extractors yt-dlp's own ``add_default_info_extractors`` chooses, by key, in its order (classes:
     each ``YoutubeDL`` makes its own instances of those it uses)."""
-    from yt_dlp import YoutubeDL
-
     with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
         return dict(ydl._ies)  # yt-dlp's private dict: read once, never written
 
@@ -242,7 +240,7 @@ def choose_extractor(url: str | None) -> None:
     """
     global _chosen
     extractors = _default_extractors().items()
-    _chosen = (url, next(key for key, extractor in extractors if extractor.suitable(url))) if url else None
+    _chosen = (url, next((key for key, extractor in extractors if extractor.suitable(url)), None)) if url else None
 
 
 def extractor_for(url: str) -> str | None:
@@ -250,7 +248,8 @@ def extractor_for(url: str) -> str | None:
     return _chosen[1] if _chosen is not None and _chosen[0] == url else None
 
 
-_chosen: tuple[str, str] | None = None
+#: The URL of the job about to run and its extractor (``choose_extractor``).
+_chosen: tuple[str, str | None] | None = None
 
 
 def _share_ssl_contexts() -> None:
@@ -264,7 +263,7 @@ def _share_ssl_contexts() -> None:
     from yt_dlp.networking import common
 
     if not hasattr(common.make_ssl_context, "cache_info"):
-        # The one override of yt-dlp's internals: the function its request handlers build contexts with.
+        # Replaces a function of yt-dlp's internals, the one its request handlers build contexts with.
         common.make_ssl_context = functools.lru_cache(maxsize=8)(common.make_ssl_context)
 
 
