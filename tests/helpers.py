@@ -65,7 +65,10 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: 
 
 
 def http(method: str, url: str, headers: dict | None = None, body: dict | None = None):
-    """A real HTTP request; returns ``(status, headers, text)`` without raising on 4xx/5xx."""
+    """A real HTTP request; returns ``(status, headers, text)`` without raising on 4xx/5xx.
+
+    No answer (refused, reset, or nothing within 10 s: a server still booting on a busy machine)
+    is ``(None, {}, "")``, so a test polling for readiness polls on."""
     import json
     import urllib.error
     import urllib.request
@@ -78,7 +81,7 @@ def http(method: str, url: str, headers: dict | None = None, body: dict | None =
             return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read().decode()
-    except (urllib.error.URLError, ConnectionError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None, {}, ""
 
 

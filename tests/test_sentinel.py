@@ -212,8 +212,14 @@ def settings_of(env: dict[str, str]) -> Settings:
 
 
 def ended(url: str, headers: dict, job_ids: list[str]) -> bool:
-    return all(job_status(url, headers, job_id)["status"] in ("completed", "failed", "cancelled")
-               for job_id in job_ids)
+    return not not_ended(url, headers, job_ids)
+
+
+def not_ended(url: str, headers: dict, job_ids: list[str]) -> dict[str, dict]:
+    """The status of each job in ``job_ids`` that has not ended (a failure message names them)."""
+    statuses = {job_id: job_status(url, headers, job_id) for job_id in job_ids}
+    return {job_id: body for job_id, body in statuses.items()
+            if body["status"] not in ("completed", "failed", "cancelled")}
 
 
 def test_a_master_failover_loses_no_accepted_job(cluster, sentinel_env, media_server):
@@ -269,7 +275,10 @@ def test_a_master_failover_loses_no_accepted_job(cluster, sentinel_env, media_se
 
         accepted = [long_job, *submitter.accepted()]
         refused = [(round(at - killed_at, 1), code) for at, code, _ in submitter.answers if code != 202]
-        wait_for(lambda: ended(url, headers, accepted), timeout=600, interval=1, message="every accepted job to end")
+        try:
+            wait_for(lambda: ended(url, headers, accepted), timeout=600, interval=1, message="every accepted job to end")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; not ended: {not_ended(url, headers, accepted)}") from None
         outcome = {job_id: job_status(url, headers, job_id) for job_id in accepted}
         code, _, text = http("GET", url + "/rq/0/data/workers.json", admin)  # rq-dashboard, on the new master
         print(f"\nreplica acknowledgement of a write (WAIT 1), ms: median {delays[len(delays) // 2]:.2f}, "
