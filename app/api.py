@@ -18,6 +18,7 @@ from app.core.jobs import (
     cancel_job,
     describe_job,
     fetch_owned_job,
+    poll_again,
     queue_for_tier,
     submit_transcription,
 )
@@ -99,8 +100,13 @@ def submit():
 @operation("A job's status", {200: schemas.JobStatus}, errors=(404,))
 @authenticated
 def status(job_id: str):
-    """Stage, progress and attempts; the result once completed, the error once failed."""
-    return document(describe_job(fetch_owned_job(services().redis, job_id, current_user())))
+    """Stage, progress and attempts; the result once completed, the error once failed.
+
+    Until the job has ended, `Retry-After` says in how many seconds to ask again.
+    """
+    answer = describe_job(fetch_owned_job(services().redis, job_id, current_user()))
+    seconds = poll_again(answer)
+    return document(answer, headers={"Retry-After": str(seconds)} if seconds is not None else None)
 
 
 @bp.delete("/transcribe/async/cancel/<job_id>")

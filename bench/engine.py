@@ -37,6 +37,34 @@ def fixture_clips(directory: Path) -> list[Clip]:
 
 def make_long_clip(directory: Path, seconds: int) -> Clip:
     """A ``seconds`` long WAV (16 kHz mono) of the speech fixtures played one after another."""
+    samples = _speech(seconds)
+    path = directory / f"long-{seconds}s.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(samples.tobytes())
+    return Clip(path.name, path)
+
+
+def make_webm_clip(directory: Path, seconds: int) -> Clip:
+    """The same speech as ``make_long_clip``, ``seconds`` long, as WebM / Opus at 32 kb/s: what a
+    video's audio track is like (a 30 s one is about 120 kB), where the WAV is ten times larger."""
+    import av
+
+    path = directory / f"speech-{seconds}s.webm"
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=SAMPLE_RATE, layout="mono")
+        stream.bit_rate = 32000
+        frame = av.AudioFrame.from_ndarray(_speech(seconds).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return Clip(path.name, path)
+
+
+def _speech(seconds: int):
+    """``seconds`` of the speech fixtures one after another (half a second apart), 16-bit samples."""
     import numpy as np
     from faster_whisper.audio import decode_audio
 
@@ -49,14 +77,7 @@ def make_long_clip(directory: Path, seconds: int) -> Clip:
         length += len(piece) + len(pause)
         index += 1
     audio = np.concatenate(chunks)[: seconds * SAMPLE_RATE]
-    samples = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    path = directory / f"long-{seconds}s.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(samples.tobytes())
-    return Clip(path.name, path)
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
 
 
 def run(report: Report, clips: list[Clip], runs: dict[str, int]) -> dict[str, float]:

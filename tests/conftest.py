@@ -232,7 +232,7 @@ def make_user(services):
 @pytest.fixture(scope="session")
 def engine_host():
     """One engine host (the real model) for the whole session, used by in-process workers."""
-    warm_up()  # as `ytcaption worker` does before it forks horses
+    warm_up(Settings.load())  # as `ytcaption worker` does before it forks horses
     host = EngineHost(Settings.load())
     host.start()
     yield host

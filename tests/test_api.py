@@ -236,6 +236,16 @@ def test_pending_status_shows_the_queue_position(client, make_user):
     assert status(client, headers, first)["position"] == 0
 
 
+def test_a_job_that_has_not_ended_says_when_to_ask_again_one_that_ended_does_not(client, make_user):
+    _, headers = make_user("free")
+    job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    pending = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=headers)
+    assert pending.get_json()["status"] == "pending" and pending.headers["Retry-After"] == "1"
+    client.delete(f"/api/v1/transcribe/async/cancel/{job_id}", headers=headers)
+    ended = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=headers)
+    assert ended.get_json()["status"] == "cancelled" and "Retry-After" not in ended.headers
+
+
 def test_cancel_a_queued_job_twice(client, make_user, services):
     _, headers = make_user("free")
     job_id = submit(client, headers, YOUTUBE).get_json()["job_id"]

@@ -20,8 +20,10 @@ def test_submit_poll_fetch_every_format(client, pro, media_server, run_worker):
     job_id = submit(client, pro, media_server.url("lecture.webm")).get_json()["job_id"]
     run_worker()
 
-    body = status(client, pro, job_id)
+    answer = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=pro)
+    body = answer.get_json()
     assert (body["status"], body["stage"], body["progress"]) == ("completed", "completed", 100)
+    assert "Retry-After" not in answer.headers  # nothing more to wait for
     result = body["result"]
     assert result["transcription_id"]
     assert result["total_segments"] >= 3
@@ -151,6 +153,9 @@ def test_a_transient_failure_waits_for_a_retry(client, pro, media_server, run_wo
         "pending", "waiting_retry", 2, 4)
     assert body["last_error"]["type"] == "download_failed"
     assert body["next_retry_at"] > body["ended_at"]
+    # Ask again when the retry starts: after half to all of JOB_RETRY_BASE (60 s), less the time since.
+    answer = client.get(f"/api/v1/transcribe/async/status/{job_id}", headers=pro)
+    assert 20 <= int(answer.headers["Retry-After"]) <= 60
 
 
 def test_too_long_media_fails_before_transcription(client, pro, media_server, run_worker, monkeypatch):

@@ -101,6 +101,26 @@ def test_the_worker_does_not_start_with_a_missing_js_runtime(config, monkeypatch
     assert "Traceback" not in result.stderr
 
 
+def test_a_jobs_youtubedl_has_the_extractors_ytdlp_chooses_itself_in_its_order(tmp_path):
+    options = ytdlp.ytdlp_options(Settings.load(), directory=tmp_path)
+    with YoutubeDL(dict(options)) as chosen_by_ytdlp, ytdlp.JobYoutubeDL(dict(options)) as ours:
+        assert list(ours._ies.items()) == list(chosen_by_ytdlp._ies.items())
+        assert list(ours._ies)[-1] == "Generic"  # the fallback, tried last
+
+
+@pytest.mark.parametrize("url, extractor", [
+    ("https://www.youtube.com/watch?v=jNQXAC9IVRw", "Youtube"),
+    ("https://vimeo.com/76979871", "Vimeo"),  # an allowed host with an extractor of its own keeps it
+    ("http://127.0.0.1:8000/lecture.webm", "Generic"),
+])
+def test_the_worker_chooses_the_extractor_ytdlp_would_for_the_jobs_url(tmp_path, url, extractor):
+    ytdlp.choose_extractor(url)
+    assert ytdlp.extractor_for(url) == extractor
+    assert ytdlp.extractor_for("http://127.0.0.1:8000/another.webm") is None  # not chosen: yt-dlp searches
+    with YoutubeDL({"quiet": True}) as plain:
+        assert next(key for key, ie in plain._ies.items() if ie.suitable(url)) == extractor
+
+
 def test_what_ytdlp_logs_names_a_proxy_without_its_password(tmp_path):
     """yt-dlp's debug header prints its options, the proxy's URL among them."""
     settings = Settings.load({"YTDLP_PROXIES": "http://ann:s3cret@127.0.0.1:3128"})

@@ -49,7 +49,7 @@ def run_checks(settings: Settings, *, model: bool = True) -> list[Check]:
     checks: list[Callable[[Settings], Iterator[Check]]] = [check_redis]
     if model:
         checks.append(check_model)
-    checks += [check_ytdlp_version, check_js_runtime, check_extractor_args, check_ffmpeg, check_cookies,
+    checks += [check_cpu, check_ytdlp_version, check_js_runtime, check_extractor_args, check_ffmpeg, check_cookies,
                check_proxies, check_work_dir]
     results = []
     for check in checks:
@@ -94,6 +94,37 @@ def check_model(settings: Settings) -> Iterator[Check]:
                     "set WHISPER_MODEL to a model this machine has (the bundled tiny.en works offline)")
         return
     yield Check("model", "ok", f"{name} ({settings.whisper_engine}) loads in {seconds:.1f} s")
+
+
+def check_cpu(settings: Settings) -> Iterator[Check]:
+    """The threads a transcription gets: ``WHISPER_CPU_THREADS``, or the usable cores ÷ the workers sharing them."""
+    from redis.exceptions import RedisError
+
+    from app.core.services import connect
+    from workers.cpu_share import CpuPool, cpu_quota, usable_cores
+    from workers.engines import cpu_threads
+
+    cores, quota = usable_cores(), cpu_quota()
+    usable = f"{_count(cores, 'usable core')}" + (f" (CPU quota {quota:g})" if quota is not None else "")
+    try:
+        workers: int | None = CpuPool.count(connect(settings))
+    except RedisError:
+        workers = None
+    if workers is None:
+        counted, divisor = "workers not counted: Redis unreachable", 1
+    elif workers == 0:
+        counted, divisor = "no worker running", 1
+    else:
+        counted, divisor = f"{_count(workers, 'worker')} sharing them", workers
+    threads = _count(cpu_threads(settings, divisor), "thread")
+    if not settings.whisper_cpu_threads:
+        yield Check("cpu", "ok", f"{threads} per transcription (auto): {usable} ÷ {divisor} ({counted})")
+    elif settings.whisper_cpu_threads * divisor > cores:
+        yield Check("cpu", "warn", f"{threads} per transcription (WHISPER_CPU_THREADS) × {_count(divisor, 'worker')}: "
+                                   f"more than the {usable}",
+                    "WHISPER_CPU_THREADS=0: each worker gets the usable cores ÷ workers")
+    else:
+        yield Check("cpu", "ok", f"{threads} per transcription (WHISPER_CPU_THREADS); {usable}, {counted}")
 
 
 def check_ytdlp_version(settings: Settings, today: datetime.date | None = None) -> Iterator[Check]:
@@ -234,6 +265,10 @@ def _without_password(url: str) -> str:
     if parts.password is None:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def _size(size: float) -> str:

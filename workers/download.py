@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
+import http.server
 import logging
 import re
+import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from yt_dlp.utils import DownloadError, ExtractorError
 from app.core import stats
 from app.core.errors import (
     FileTooLarge,
+    JobError,
     LiveNotSupported,
     NoCaptions,
     RedirectNotAllowed,
@@ -165,8 +170,8 @@ def _download(url: str, directory: Path, settings: Settings, egress: EgressProxy
 
     options = ytdlp.ytdlp_options(settings, directory=directory, proxy=proxy_url, cookie_file=cookie_file,
                                   progress_hooks=[hook], logger=log)
-    with _mapped_errors(egress, proxy_url is not None), YoutubeDL(options) as ydl:
-        info = ydl.extract_info(url, download=False)
+    with _mapped_errors(egress, proxy_url is not None), ytdlp.JobYoutubeDL(options) as ydl:
+        info = ydl.extract_info(url, download=False, ie_key=ytdlp.extractor_for(url))
         if info.get("_type") in ("playlist", "multi_video"):
             raise UnsupportedURL("The URL points to a list of videos, not to one video.")
         _refuse_live(info)
@@ -304,20 +309,59 @@ def _too_large(max_bytes: int) -> str:
     return f"The media is larger than {limit}, the most this server downloads."
 
 
-def warm_up() -> None:
-    """Do once, in the worker before it forks, what each work horse would otherwise redo.
+def warm_up(settings: Settings) -> None:
+    """Do once, in the worker before it forks, what each work horse's download would otherwise redo.
 
-    yt-dlp compiles the URL patterns of its ~1,800 extractors to find the one for a URL, and
-    imports that extractor, on first use in a process: about 0.7 s measured here, paid by every
-    forked horse. Done in the parent, the horses inherit the compiled patterns.
+    yt-dlp does much on first use in a process: it chooses among its ~1,900 extractors, compiles
+    their URL patterns to find the one for a URL, imports that extractor, compiles the patterns of
+    its format selection, output template and date parsing (``strptime``'s ~50 date formats), and
+    loads CA certificates. Each forked horse did it again: 0.25 s of a 0.3 s loopback download.
+    Here ``ytdlp.prepare`` does what it can directly, then a rehearsal (a few bytes from a loopback
+    server of its own, downloaded through an egress proxy as a job's) runs the rest along a job's
+    own path, and the horses inherit all of it.
     """
-    from yt_dlp.extractor import gen_extractor_classes
+    from yt_dlp.utils import unified_timestamp
 
-    for extractor in gen_extractor_classes():
-        extractor.suitable("https://www.youtube.com/watch?v=aaaaaaaaaaa")
-    with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
-        for key in ("Youtube", "Generic"):
-            ydl.get_info_extractor(key)
+    ytdlp.prepare()
+    with tempfile.TemporaryDirectory(prefix="ytcaption-warm-up-") as directory, _rehearsal_media() as url:
+        try:
+            with EgressProxy([urlsplit(url).netloc], max_bytes=settings.max_download_bytes) as egress:
+                _download(url, Path(directory), settings, egress, egress.url, None, max_duration=60,
+                          source="whisper", language=None, on_progress=None, on_duration=None)
+        except JobError as exc:  # only slower jobs: not a reason to stop the worker
+            log.warning("the download rehearsal failed (%s); each job pays yt-dlp's start-up", exc.message)
+    # Every date format, not only those a Last-Modified header tries; last, so that the patterns a
+    # job compiles push older ones out of re's cache (strptime's own keeps 5) before these.
+    for day_first in (True, False):
+        unified_timestamp("", day_first=day_first)
+
+
+@contextmanager
+def _rehearsal_media() -> Iterator[str]:
+    """The URL of a few bytes of "audio" on a loopback server, served until the block ends."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = bytes(1024)
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/webm")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", email.utils.formatdate(usegmt=True))  # as a file server sends
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                                  name="warm-up-media", daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/media.webm"
+        finally:
+            server.shutdown()
+            thread.join()
 
 
 @contextmanager

@@ -48,6 +48,7 @@ from pathlib import Path
 from app.core.errors import EngineUnavailable, JobError, job_error
 from app.core.logs import configure_logging
 from app.core.settings import Settings
+from workers.cpu_share import CpuPool
 from workers.decoding import Piece
 from workers.engines import (
     CachingEngine,
@@ -55,6 +56,7 @@ from workers.engines import (
     ProgressCallback,
     Segment,
     Transcript,
+    cpu_threads,
     create_engine,
 )
 
@@ -143,20 +145,30 @@ class RemoteEngine:
 
 
 class EngineHost:
-    """The worker's handle on its engine host process: start, check, restart, stop."""
+    """The worker's handle on its engine host process: start, check, restart, stop.
 
-    def __init__(self, settings: Settings, start_timeout: float = 300.0) -> None:
+    With ``WHISPER_CPU_THREADS=0`` the host's transcriptions get this worker's share of the cores,
+    counted in its CPU ``pool`` when it starts (``workers.cpu_share``), and given to the host as
+    its ``WHISPER_CPU_THREADS``; ``follow_cpu_share`` starts a new host when the share changed.
+    """
+
+    def __init__(self, settings: Settings, start_timeout: float = 300.0, pool: CpuPool | None = None) -> None:
         self.settings = settings
         self.start_timeout = start_timeout
+        self.pool = pool
+        #: The threads the running host's transcriptions use.
+        self.threads = 0
         self._dir = Path(tempfile.mkdtemp(prefix="ytcaption-engine-"))  # mode 0700: private socket
         self.address = str(self._dir / "engine.sock")
         self.process: subprocess.Popen | None = None
         self.client = RemoteEngine(self.address)
         self.jobs_served = 0
 
-    def start(self) -> None:
-        """Start the host and wait until its default model is loaded."""
+    def start(self, threads: int | None = None) -> None:
+        """Start the host and wait until its default model is loaded; its transcriptions use ``threads``
+        CPU threads (by default ``wanted_threads()``)."""
         started = time.monotonic()
+        self.threads = threads or self.wanted_threads()
         if os.path.exists(self.address):
             os.unlink(self.address)  # left by a host that died
         self.client.in_flight.unlink(missing_ok=True)  # a transcription of a host that died is no more
@@ -167,9 +179,9 @@ class EngineHost:
             start_new_session=True,
             stdin=subprocess.PIPE,
         )
-        # The worker's settings, as they are: the host does not read the environment again.
+        # The worker's settings, as they are (its threads counted): the host does not read the environment again.
         with self.process.stdin as pipe:
-            pipe.write(self.settings.to_json().encode())
+            pipe.write(self.settings.model_copy(update={"whisper_cpu_threads": self.threads}).to_json().encode())
         while time.monotonic() - started < self.start_timeout:
             if self.process.poll() is not None:
                 raise EngineUnavailable(
@@ -177,7 +189,8 @@ class EngineHost:
                 )
             if os.path.exists(self.address) and self.client.ping():
                 self.jobs_served = 0
-                log.info("engine host pid %s ready in %.1f s", self.process.pid, time.monotonic() - started)
+                log.info("engine host pid %s ready in %.1f s, %s per transcription", self.process.pid,
+                         time.monotonic() - started, _threads(self.threads))
                 return
             time.sleep(0.05)
         self.stop()
@@ -192,6 +205,23 @@ class EngineHost:
             if self.process is not None:
                 log.warning("engine host exited with code %s; starting a new one", self.process.returncode)
             self.start()
+
+    def wanted_threads(self) -> int:
+        """The threads a transcription should use now: ``WHISPER_CPU_THREADS``, or this worker's share."""
+        if self.settings.whisper_cpu_threads or self.pool is None:
+            return cpu_threads(self.settings)
+        return cpu_threads(self.settings, self.pool.workers())
+
+    def follow_cpu_share(self) -> bool:
+        """Start a new host if this worker's share of the cores changed since this one started (workers
+        came or went); say whether it did. The new host loads the model again."""
+        if not self.is_alive() or (threads := self.wanted_threads()) == self.threads:
+            return False
+        log.info("restarting the engine host with %s per transcription instead of %d (workers sharing the cores "
+                 "came or went)", _threads(threads), self.threads)
+        self.stop(remove_socket_dir=False)
+        self.start(threads)
+        return True
 
     def recycle_if_worn(self, max_jobs: int, max_memory_mb: int) -> None:
         """Count one more job; restart the host after ``max_jobs`` jobs or above ``max_memory_mb``."""
@@ -228,6 +258,10 @@ class EngineHost:
             self.process.wait()
         if remove_socket_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _threads(count: int) -> str:
+    return f"{count} CPU thread" + ("" if count == 1 else "s")
 
 
 def resident_memory_mb(pid: int) -> float:

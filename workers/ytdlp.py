@@ -13,10 +13,15 @@
   failure or a bot check (``workers.download``).
 - **Extractor arguments.** ``YTDLP_EXTRACTOR_ARGS`` is parsed by yt-dlp's own ``--extractor-args``
   parser, and checked when the worker starts (``check``).
+- **Start-up once per worker.** ``JobYoutubeDL`` is a job's ``YoutubeDL``, built from what
+  ``prepare`` did once in the worker before it forked (yt-dlp's choice of extractors, their URL
+  patterns compiled, one SSL context); ``choose_extractor`` finds the one for a job's URL before
+  the horse is forked: a work horse's download pays for none of it.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import optparse
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from yt_dlp import YoutubeDL
 
 from app.core import settings as settings_module
 from app.core.errors import ConfigurationError
@@ -40,6 +46,10 @@ log = logging.getLogger(__name__)
 ROTATION_KEY = "ytcaption:proxy_rotation"
 #: The copy of YTDLP_COOKIES_FILE in a job's directory.
 COOKIE_COPY = "cookies.txt"
+#: URLs of both kinds a job brings, for ``prepare`` to compile every extractor's URL patterns: some
+#: extractors look at their own pattern only for URLs of one kind (YouTube's tab and playlist
+#: extractors skip theirs, the largest, for a YouTube video's URL).
+WARM_UP_URLS = ("https://www.youtube.com/watch?v=aaaaaaaaaaa", "http://127.0.0.1:8000/media.webm")
 
 
 def js_runtime(settings: Settings) -> tuple[str, str] | None:
@@ -167,6 +177,91 @@ def ytdlp_options(settings: Settings, *, directory: Path, proxy: str | None = No
     if cookie_file is not None:
         options["cookiefile"] = str(cookie_file)
     return options
+
+
+class JobYoutubeDL(YoutubeDL):
+    """yt-dlp's ``YoutubeDL`` as a job runs it: with yt-dlp's default extractors, as ``YoutubeDL(options)``
+    has, without the work of choosing them, nor of printing what nobody asked for.
+
+    With ``_default_extractors`` and ``_share_ssl_contexts``, the only code that reaches into
+    yt-dlp's internals; each place says why.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        # yt-dlp's auto_init chooses the extractors among all ~1,900 on every construction (0.1 s
+        # here, in every job): they are the choice it made once in this process instead
+        # (``_default_extractors``). Not by adding each of ~1,750 classes to a dict of the job's own:
+        # that writes to every class (its reference count), and a forked work horse copies each
+        # memory page it writes to (0.01 s and more). Its private dict of extractors becomes a layer
+        # of its own (where the instances it makes go) over the process's, which is never written.
+        super().__init__(options, auto_init=False)
+        self._ies = collections.ChainMap({}, _default_extractors())
+
+    # Why: at each of nine steps of a download, yt-dlp renders for ``--print`` the tables of formats,
+    # thumbnails and subtitles and the file's name, even with nothing to print (0.01 s of a loopback
+    # job). A job's options print nothing; with any printing option set, yt-dlp's own runs.
+    def _forceprint(self, key: str, info_dict: dict[str, Any] | None) -> dict[str, Any] | None:
+        if any(value for name, value in self.params.items() if name.startswith(("force", "print"))):
+            return super()._forceprint(key, info_dict)
+        return None if info_dict is None else dict(info_dict)
+
+
+@functools.cache
+def _default_extractors() -> dict[str, type]:
+    """The extractors yt-dlp's own ``add_default_info_extractors`` chooses, by key, in its order (classes:
+    each ``YoutubeDL`` makes its own instances of those it uses)."""
+    with YoutubeDL({"quiet": True, "no_warnings": True}) as ydl:
+        return dict(ydl._ies)  # yt-dlp's private dict: read once, never written
+
+
+def prepare() -> None:
+    """Prepare this process's later ``YoutubeDL``s (``workers.download.warm_up``, before the worker forks).
+
+    yt-dlp's extractors are chosen once (``JobYoutubeDL``), and every extractor's URL patterns
+    compiled: yt-dlp compiles them on first use, trying each extractor in turn (~1,900) to find
+    the one for a URL. SSL contexts are shared (``_share_ssl_contexts``).
+    """
+    _share_ssl_contexts()
+    extractors = _default_extractors().values()
+    for url in WARM_UP_URLS:
+        for extractor in extractors:
+            extractor.suitable(url)
+
+
+def choose_extractor(url: str | None) -> None:
+    """Find, in the worker before it forks a job's work horse, the extractor yt-dlp would take for the
+    job's ``url`` (the first suitable one), for the horse to ask ``extractor_for``.
+
+    Searching means trying ~1,750 extractors in turn, which touches each one's class and URL
+    patterns: 0.03 s in a horse, which copies every memory page it writes to, a few ms here.
+    """
+    global _chosen
+    extractors = _default_extractors().items()
+    _chosen = (url, next((key for key, extractor in extractors if extractor.suitable(url)), None)) if url else None
+
+
+def extractor_for(url: str) -> str | None:
+    """The extractor ``choose_extractor`` found for ``url`` (yt-dlp's ``ie_key``); None: not chosen, yt-dlp searches."""
+    return _chosen[1] if _chosen is not None and _chosen[0] == url else None
+
+
+#: The URL of the job about to run and its extractor (``choose_extractor``).
+_chosen: tuple[str, str | None] | None = None
+
+
+def _share_ssl_contexts() -> None:
+    """Build each kind of SSL context yt-dlp asks for once per process, not once per ``YoutubeDL``.
+
+    Every ``YoutubeDL`` builds its own, loading certifi's ~150 CA certificates (0.04 s here, for
+    every job, even one that never opens a TLS connection). yt-dlp takes no context from outside;
+    it only reads the ones it builds (its ``requests`` adapter leaves verification to the context,
+    urllib3 sets on it the verify mode it was built with), so one per set of arguments serves all.
+    """
+    from yt_dlp.networking import common
+
+    if not hasattr(common.make_ssl_context, "cache_info"):
+        # Replaces a function of yt-dlp's internals, the one its request handlers build contexts with.
+        common.make_ssl_context = functools.lru_cache(maxsize=8)(common.make_ssl_context)
 
 
 class _Scrubbed:

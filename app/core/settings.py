@@ -118,9 +118,10 @@ class Settings(BaseSettings):
         "CTranslate2 compute type (`int8`, `int8_float16`, `float16`, `float32`…)."))
     whisper_beam_size: PositiveInt = Field(5, description="Beam size for decoding.")
     whisper_cpu_threads: NonNegativeInt = Field(0, description=(
-        "CPU threads per transcription. `0` (auto): the cores the worker may use. With several workers on one "
-        "machine, give each cores ÷ workers (CTranslate2's own default, 4 threads, would oversubscribe a "
-        "2-core machine; 1 thread per worker was fastest for tiny.en here)."))
+        "CPU threads per transcription. `0` (auto): the usable cores (those the worker may run on, within its "
+        "container's CPU quota) ÷ the `ytcaption worker`s sharing them (on this machine, counted in Redis), at "
+        "least 1; a worker restarts its engine host between jobs when workers come or go. `ytcaption doctor` "
+        "and each worker's log say what it is (docs/architecture.md#threads-per-worker)."))
     whisper_vad_filter: bool = Field(True, description=(
         "Voice activity detection first (Silero VAD, shipped in faster-whisper's wheel): only the speech is "
         "decoded, audio without speech gives an empty transcript (`speech_detected: false`) instead of invented "
