@@ -276,7 +276,8 @@ def test_a_master_failover_loses_no_accepted_job(cluster, sentinel_env, media_se
         accepted = [long_job, *submitter.accepted()]
         refused = [(round(at - killed_at, 1), code) for at, code, _ in submitter.answers if code != 202]
         try:
-            wait_for(lambda: ended(url, headers, accepted), timeout=600, interval=1, message="every accepted job to end")
+            wait_for(lambda: ended(url, headers, accepted), timeout=600, interval=1,
+                     message="every accepted job to end")
         except AssertionError as error:
             raise AssertionError(f"{error}; not ended: {not_ended(url, headers, accepted)}") from None
         outcome = {job_id: job_status(url, headers, job_id) for job_id in accepted}
