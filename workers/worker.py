@@ -338,8 +338,10 @@ def run(settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES, *, burst: 
 
     signal.signal(signal.SIGTERM, stop_soon)
     signal.signal(signal.SIGINT, stop_soon)
-    name = name or uuid.uuid4().hex
-    pool = CpuPool(connection, name)
+    # The pool knows this process by an id of its own: each start of RQ's work loop is a worker of
+    # another name (a persistent Redis back from an outage still holds the previous one's
+    # registration, and RQ refuses to register a worker under a name that is alive there).
+    pool = CpuPool(connection, name or uuid.uuid4().hex)
     pool.workers()  # registered first: workers started together count each other before loading a model
     host = EngineHost(settings, pool=pool)
     try:
