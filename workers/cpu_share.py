@@ -8,7 +8,7 @@ than with one thread each (docs/performance.md).
   cgroup has a CPU quota (a container's ``--cpus``: ``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us``
   in v1), rounded down: threads beyond the quota are throttled.
 - **Workers sharing them**: each ``ytcaption worker`` registers in Redis in its CPU pool, a sorted
-  set of worker names scored by the time their registration expires, renewed while the worker
+  set of worker ids scored by the time their registration expires, renewed while the worker
   lives (``CpuPool``). The pool is the kernel the worker runs on (its boot id, the same in every
   container of a machine), and its container as well (the hostname) when a CPU quota gives the
   container cores of its own. So the workers of one machine divide its cores whether they run side
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The same in every container of a machine, different after each boot.
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-#: The sorted set of a pool's workers: worker name → the time (epoch s) its registration expires.
+#: The sorted set of a pool's workers: a worker's id (not its RQ name, new each time RQ's work loop
+#: restarts) → the time (epoch s) its registration expires.
 POOL_KEY = "ytcaption:cpu_pool:{pool}"
 #: Seconds a registration lasts unless renewed; a worker renews it at least every 15 s (heartbeats
 #: during a job, maintenance when idle), so a worker killed with SIGKILL is forgotten within a minute.
@@ -82,9 +83,9 @@ def pool_name(cgroup_root: Path = CGROUP_ROOT) -> str:
 class CpuPool:
     """One worker's registration in its CPU pool, in Redis."""
 
-    def __init__(self, connection: Redis, worker_name: str, pool: str | None = None, ttl: float = POOL_TTL) -> None:
+    def __init__(self, connection: Redis, worker_id: str, pool: str | None = None, ttl: float = POOL_TTL) -> None:
         self.connection = connection
-        self.worker_name = worker_name
+        self.worker_id = worker_id
         self.key = POOL_KEY.format(pool=pool or pool_name())
         self.ttl = ttl
         #: The last count Redis gave, used while Redis cannot give one.
@@ -95,7 +96,7 @@ class CpuPool:
         now = time.time()
         try:
             with self.connection.pipeline() as pipe:
-                pipe.zadd(self.key, {self.worker_name: now + self.ttl})
+                pipe.zadd(self.key, {self.worker_id: now + self.ttl})
                 pipe.zremrangebyscore(self.key, "-inf", now)
                 pipe.zcard(self.key)
                 pipe.expire(self.key, math.ceil(self.ttl))
@@ -108,14 +109,14 @@ class CpuPool:
     def renew(self) -> None:
         """Keep this worker's registration alive (while it runs a job)."""
         try:
-            self.connection.zadd(self.key, {self.worker_name: time.time() + self.ttl})
+            self.connection.zadd(self.key, {self.worker_id: time.time() + self.ttl})
         except RedisError:
             pass  # the next renewal, or the next count, registers it again
 
     def leave(self) -> None:
         """Unregister: the pool's other workers get a larger share from their next look."""
         try:
-            self.connection.zrem(self.key, self.worker_name)
+            self.connection.zrem(self.key, self.worker_id)
         except RedisError:
             pass  # the registration expires by itself
 
