@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import FIXTURE_TEXT, word_error_rate
-from workers.decoding import Span, uncovered
+from workers.decoding import Span, sentences, uncovered, windows
 
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 RATE = 16000
@@ -42,6 +42,31 @@ def write_wav(path: Path, audio: np.ndarray) -> str:
         out.setframerate(RATE)
         out.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
     return str(path)
+
+
+# --- which speech is left without words, windows and sentences (pure) ----------------------------
+
+
+class Word:
+    def __init__(self, start: float, end: float, word: str) -> None:
+        self.start, self.end, self.word = start, end, word
+
+
+def test_batched_decoding_gathers_speech_into_windows_of_30_s():
+    spans = [Span(0, 10), Span(12, 25), Span(27, 31), Span(31.5, 40), Span(70, 99)]
+    assert windows(spans) == [Span(0, 25), Span(27, 40), Span(70, 99)]
+    assert windows([]) == []
+
+
+def test_a_window_is_cut_into_sentences_by_its_words():
+    words = [Word(0.0, 0.4, " Good"), Word(0.5, 1.0, " morning."), Word(1.2, 1.5, " Trains"), Word(1.6, 2.0, " ran"),
+             Word(3.5, 3.9, " then"), Word(4.0, 4.5, " stopped?"), *(Word(5 + i, 5.5 + i, " on") for i in range(20))]
+    cut = list(sentences(words, pause=1.0, longest=15.0))
+    assert [text for _, _, text in cut[:3]] == [" Good morning.", " Trains ran", " then stopped?"]
+    assert cut[0][:2] == (0.0, 1.0) and cut[1][:2] == (1.2, 2.0)
+    assert all(end - start <= 15.0 for start, end, _ in cut)
+    assert "".join(text for _, _, text in cut) == "".join(word.word for word in words)  # no word lost or doubled
+    assert list(sentences([])) == []
 
 
 # --- which speech is left without words (pure) --------------------------------------------------
@@ -99,14 +124,14 @@ def test_the_same_audio_gives_the_same_transcript(engine_host, tmp_path):
 
 
 DROP_A_WINDOW = """
-import json, sys
-from faster_whisper import WhisperModel
+import dataclasses, json, sys
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import decode_audio
 from app.core.settings import Settings
 from workers.decoding import decode
 from workers.engines import resolve_model
 
-settings = Settings.load()
+settings = Settings.load({"WHISPER_BATCH_SIZE": sys.argv[2]})
 model = WhisperModel(resolve_model("tiny.en", settings), device="cpu", compute_type="int8", cpu_threads=1)
 
 
@@ -115,6 +140,7 @@ class DropsTheSecondWindow:
 
     def __init__(self):
         self.model, self.calls = model.model, 0
+        self.feature_extractor, self.hf_tokenizer = model.feature_extractor, model.hf_tokenizer
 
     def transcribe(self, audio, **options):
         self.calls += 1
@@ -124,26 +150,43 @@ class DropsTheSecondWindow:
         return segments, info
 
 
+original = BatchedInferencePipeline.transcribe
+
+
+def drops_the_second_window(pipeline, audio, **options):
+    '''Batched decoding, but a window comes back without words (the model wrote nothing for it).'''
+    wrapped.calls += 1
+    segments, info = original(pipeline, audio, **options)
+    return [dataclasses.replace(s, text="", words=[]) if 30 <= (s.start + s.end) / 2 < 60 else s
+            for s in segments], info
+
+
+BatchedInferencePipeline.transcribe = drops_the_second_window
 audio = decode_audio(sys.argv[1], sampling_rate=16000)
 wrapped = DropsTheSecondWindow()
-decoded = decode(wrapped, audio, language=None, settings=settings, on_progress=lambda fraction: None)
+decoded = decode(model if settings.whisper_batch_size else wrapped, audio, language=None, settings=settings,
+                 on_progress=lambda fraction: None)
 print(json.dumps({"segments": decoded.segments, "redecoded": decoded.redecoded, "calls": wrapped.calls}))
 """
 
 
-def test_speech_that_decoding_drops_is_decoded_again(tmp_path):
+@pytest.mark.parametrize("batch_size", ["8", "0"], ids=["batched", "window-after-window"])
+def test_speech_that_decoding_drops_is_decoded_again(tmp_path, batch_size):
     """A window the first pass dropped, while VAD says it holds speech, is decoded on its own.
 
-    Whisper's drop is simulated (its no-speech check does not fail on demand); all the rest is the
-    real model, in a process of its own (this one forks work horses).
+    The drop is simulated (Whisper's no-speech check, or the batched model writing nothing, does not
+    happen on demand); all the rest is the real model, in a process of its own (this one forks work
+    horses).
     """
     lecture = fixture_audio("lecture.webm")
     path = write_wav(tmp_path / "long.wav", np.concatenate([lecture, silence(0.5)] * 4))
-    run = subprocess.run([sys.executable, "-c", DROP_A_WINDOW, path], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).parent.parent)
+    run = subprocess.run([sys.executable, "-c", DROP_A_WINDOW, path, batch_size], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["redecoded"] >= 1 and result["calls"] == 1 + result["redecoded"]
+    # Window after window: the wrapped model's first pass, then one call per stretch decoded again.
+    # Batched: one batched pass, then the dropped window decoded again by the model itself.
+    assert result["redecoded"] >= 1 and result["calls"] == (1 if batch_size != "0" else 1 + result["redecoded"])
     segments = result["segments"]
     assert any(30 <= start < 60 for start, _, _ in segments)
     assert [s[0] for s in segments] == sorted(s[0] for s in segments)

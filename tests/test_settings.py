@@ -27,6 +27,7 @@ def test_defaults(bare_environment):
     assert (settings.whisper_vad_filter, settings.max_duration_for("free"), settings.quota_for("pro")) == (
         True, 3600, 2000)
     assert (settings.whisper_temperature_fallback, settings.whisper_condition_on_previous_text) == (False, True)
+    assert settings.whisper_batch_size == 8
 
 
 def test_the_environment_is_read_and_overrides_win(bare_environment, monkeypatch):

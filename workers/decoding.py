@@ -8,16 +8,20 @@ middle of a transcript, and "You" every 30 seconds through ten minutes of silenc
    faster-whisper ships in its wheel, finds the speech; only the speech is decoded, joined into
    one stream as faster-whisper's own ``vad_filter`` does, and the times are mapped back. Audio
    with no speech is not decoded at all: an empty transcript, ``speech_seconds`` 0.
-2. **Deterministic decoding**: temperature 0 only. Whisper's fallback to higher temperatures
-   samples at random, so the same clip could come out differently (or empty) from run to run
-   (``WHISPER_TEMPERATURE_FALLBACK`` brings it back). Each window keeps the previous window's
-   text as its prompt (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``): measured, it makes fewer errors
-   on long speech, and what made it harmful, the dots or "You" written for silence becoming the
-   prompt of the speech after it, is gone with the silence itself.
-3. **No speech left without words**: Whisper drops a window it judges silent (no-speech
-   probability above 0.6 with a low log-probability). Where VAD heard at least ``MIN_GAP``
-   seconds of speech that no segment covers, that stretch is decoded again on its own, with that
-   check off, and its segments take their place in time order.
+2. **Batched, deterministic decoding** (``WHISPER_BATCH_SIZE``, 8 by default): the speech is
+   gathered into windows of up to 30 s (``windows``), which faster-whisper's
+   ``BatchedInferencePipeline`` decodes several at a time, each on its own, at temperature 0
+   only; each window's words, timed after decoding, are cut into sentences (``sentences``).
+   Measured on 2 cores, twice as fast as window after window, with as many errors on short clips
+   and far fewer on a 10-minute reading (docs/performance.md). With ``WHISPER_BATCH_SIZE=0`` the
+   speech is decoded window after window, each with the previous window's text as its prompt
+   (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``); Whisper's fallback to higher temperatures, which
+   samples at random, stays off unless ``WHISPER_TEMPERATURE_FALLBACK`` brings it back.
+3. **No speech left without words**: decoded window after window, Whisper drops a window it
+   judges silent (no-speech probability above 0.6 with a low log-probability): where VAD heard at
+   least ``MIN_GAP`` seconds of speech that no segment covers, that stretch is decoded again on
+   its own, with that check off. Batched, a window of ``MIN_GAP`` seconds or more that came back
+   without a word is decoded again the same way. Their segments take their place in time order.
 
 A long recording that several workers transcribe together (``workers.pieces``) is cut in the
 pauses between sentences that ``pauses`` finds, so that no word is cut in two (``plan_pieces``).
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,11 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
+#: Seconds of audio Whisper decodes at once.
+WINDOW = 30.0
+#: Batched decoding's segments: a pause between two words (s) that starts a new one, and their longest.
+SENTENCE_PAUSE = 1.0
+LONGEST_SEGMENT = 15.0
 #: Seconds of speech (by VAD) under no segment that are decoded again.
 MIN_GAP = 3.0
 #: Seconds of audio taken on each side of such a stretch when it is decoded again.
@@ -80,20 +89,21 @@ class Decoded:
     redecoded: int = 0
 
 
-def vad_options(settings: Settings) -> Any:
+def vad_options(settings: Settings, max_seconds: float = float("inf")) -> Any:
     from faster_whisper.vad import VadOptions
 
     return VadOptions(threshold=settings.whisper_vad_threshold,
                       min_speech_duration_ms=settings.whisper_vad_min_speech_ms,
                       min_silence_duration_ms=settings.whisper_vad_min_silence_ms,
-                      speech_pad_ms=settings.whisper_vad_speech_pad_ms)
+                      speech_pad_ms=settings.whisper_vad_speech_pad_ms, max_speech_duration_s=max_seconds)
 
 
-def speech_chunks(audio: Any, settings: Settings) -> list[dict[str, int]]:
-    """Silero VAD's speech chunks of 16 kHz ``audio``: ``{"start", "end"}`` in samples."""
+def speech_chunks(audio: Any, settings: Settings, max_seconds: float = float("inf")) -> list[dict[str, int]]:
+    """Silero VAD's speech chunks of 16 kHz ``audio``: ``{"start", "end"}`` in samples, each at most
+    ``max_seconds`` long (Silero splits a longer stretch at its last short pause before that)."""
     from faster_whisper.vad import get_speech_timestamps
 
-    return get_speech_timestamps(audio, vad_options(settings), sampling_rate=SAMPLE_RATE)
+    return get_speech_timestamps(audio, vad_options(settings, max_seconds), sampling_rate=SAMPLE_RATE)
 
 
 def speech_spans(audio: Any, settings: Settings) -> list[Span]:
@@ -149,29 +159,97 @@ def decode(model: Any, audio: Any, *, language: str | None, settings: Settings,
     options = decoding_options(settings)
     if not settings.whisper_vad_filter:
         segments, info = model.transcribe(audio, language=language, **options)
-        return Decoded(info.language, list(_reporting(segments, duration, on_progress)), None)
+        return Decoded(info.language, list(_reporting(_raw(segments), duration, on_progress)), None)
 
     from faster_whisper.transcribe import restore_speech_timestamps
     from faster_whisper.vad import collect_chunks
 
-    chunks = speech_chunks(audio, settings)
+    batched = settings.whisper_batch_size > 0
+    chunks = speech_chunks(audio, settings, max_seconds=WINDOW if batched else float("inf"))
     spans = [Span(chunk["start"] / SAMPLE_RATE, chunk["end"] / SAMPLE_RATE) for chunk in chunks]
     speech_seconds = round(sum(span.seconds for span in spans), 3)
     if not chunks:
         return Decoded(_language_without_speech(model, language), [], 0.0)
-    pieces, _ = collect_chunks(audio, chunks, sampling_rate=SAMPLE_RATE)
-    segments, info = model.transcribe(pieces[0], language=language, **options)
-    restored = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
-    found = [_within_speech(segment, spans) for segment in _reporting(restored, duration, on_progress)]
-
-    gaps = uncovered(spans, found, MIN_GAP)
+    if batched:
+        detected, found, gaps = _decode_batched(model, audio, spans, language=language, settings=settings,
+                                                on_progress=on_progress)
+    else:
+        pieces, _ = collect_chunks(audio, chunks, sampling_rate=SAMPLE_RATE)
+        segments, info = model.transcribe(pieces[0], language=language, **options)
+        restored = _raw(restore_speech_timestamps(segments, chunks, SAMPLE_RATE))
+        found = [_within_speech(segment, spans) for segment in _reporting(restored, duration, on_progress)]
+        detected, gaps = info.language, uncovered(spans, found, MIN_GAP)
     for gap in gaps:
-        found += _decode_again(model, audio, gap, info.language, options)
+        found += _decode_again(model, audio, gap, detected, options)
     if gaps:
         log.info("decoded %d stretch(es) of speech again that the first pass left without words (%.1f s)",
                  len(gaps), sum(gap.seconds for gap in gaps))
     found.sort(key=lambda segment: (segment[0], segment[1]))
-    return Decoded(info.language, found, speech_seconds, redecoded=len(gaps))
+    return Decoded(detected, found, speech_seconds, redecoded=len(gaps))
+
+
+def windows(spans: list[Span], seconds: float = WINDOW) -> list[Span]:
+    """The stretches of speech ``spans`` (none longer than ``seconds``) gathered in order into windows
+    of at most ``seconds``: what batched decoding decodes, one window per item of a batch."""
+    gathered: list[Span] = []
+    for span in spans:
+        if gathered and span.end - gathered[-1].start <= seconds:
+            gathered[-1] = Span(gathered[-1].start, span.end)
+        else:
+            gathered.append(span)
+    return gathered
+
+
+def _decode_batched(model: Any, audio: Any, spans: list[Span], *, language: str | None, settings: Settings,
+                    on_progress: Callable[[float], None]) -> tuple[str, list[RawSegment], list[Span]]:
+    """faster-whisper's ``BatchedInferencePipeline`` on the windows of speech (``windows``), each
+    decoded on its own, ``WHISPER_BATCH_SIZE`` at a time, temperature 0 only: the language, the
+    segments, and the windows of ``MIN_GAP`` s or more that came back without a word.
+
+    It decodes without timestamp tokens: asked for them, it lost words here (WER 0.19-0.22 against
+    0.12 on the bench's 150 s clip). A window is then one segment of up to 30 s, which its words'
+    times (``word_timestamps``, aligned after decoding) cut into sentences (``sentences``).
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    gathered = windows(spans)
+    starts = [window.start for window in gathered]
+    duration = len(audio) / SAMPLE_RATE
+    segments, info = BatchedInferencePipeline(model).transcribe(
+        audio, language=language, beam_size=settings.whisper_beam_size, temperature=0.0,
+        batch_size=settings.whisper_batch_size, clip_timestamps=[{"start": w.start, "end": w.end} for w in gathered],
+        vad_filter=False, without_timestamps=True, word_timestamps=True)
+    found, heard = [], set()
+    for segment in segments:  # one per window, in order
+        on_progress(min(1.0, segment.end / duration))
+        words = [word for word in segment.words or [] if word.word.strip()]
+        if words:
+            heard.add(max(0, bisect.bisect_right(starts, segment.start + 0.01) - 1))
+            found += [_within_speech(sentence, spans) for sentence in sentences(words)]
+    missing = [window for index, window in enumerate(gathered) if index not in heard and window.seconds >= MIN_GAP]
+    return info.language, found, missing
+
+
+def sentences(words: Iterable[Any], pause: float = SENTENCE_PAUSE, longest: float = LONGEST_SEGMENT
+              ) -> Iterator[RawSegment]:
+    """Words (``start``, ``end``, ``word``, as faster-whisper gives them) cut into segments: after a word
+    that ends a sentence, before a word that follows a pause of ``pause`` s or more, and before a word
+    that would make the segment longer than ``longest`` s."""
+    group: list[Any] = []
+    for word in words:
+        if group and (word.start - group[-1].end >= pause or word.end - group[0].start > longest):
+            yield _segment(group)
+            group = []
+        group.append(word)
+        if word.word.strip().endswith((".", "?", "!")):
+            yield _segment(group)
+            group = []
+    if group:
+        yield _segment(group)
+
+
+def _segment(words: list[Any]) -> RawSegment:
+    return words[0].start, words[-1].end, "".join(word.word for word in words)
 
 
 def uncovered(spans: Iterable[Span], segments: Iterable[RawSegment], min_gap: float) -> list[Span]:
@@ -212,12 +290,17 @@ def _decode_again(model: Any, audio: Any, gap: Span, language: str, options: dic
     return kept
 
 
-def _reporting(segments: Iterable[Any], duration: float,
+def _reporting(segments: Iterable[RawSegment], duration: float,
                on_progress: Callable[[float], None]) -> Iterable[RawSegment]:
-    """Each segment as ``(start, end, text)``, reporting the fraction of the audio decoded so far."""
-    for segment in segments:
-        on_progress(min(1.0, segment.end / duration))
-        yield segment.start, segment.end, segment.text
+    """Each segment, reporting the fraction of the audio decoded so far."""
+    for start, end, text in segments:
+        on_progress(min(1.0, end / duration))
+        yield start, end, text
+
+
+def _raw(segments: Iterable[Any]) -> Iterator[RawSegment]:
+    """faster-whisper's segments as ``(start, end, text)``."""
+    return ((segment.start, segment.end, segment.text) for segment in segments)
 
 
 def _language_without_speech(model: Any, language: str | None) -> str:

@@ -136,8 +136,15 @@ class Settings(BaseSettings):
         "A silence must last this long (ms) to end a stretch of speech."))
     whisper_vad_speech_pad_ms: NonNegativeInt = Field(400, description=(
         "Audio kept on each side of each stretch of speech (ms), so that no word is clipped."))
+    whisper_batch_size: NonNegativeInt = Field(8, description=(
+        "faster-whisper's batched decoding (`BatchedInferencePipeline`): the stretches of speech VAD found, "
+        "gathered in windows of up to 30 s, are decoded this many at a time, each on its own, and cut into "
+        "segments at the ends of sentences by their words' times (docs/architecture.md#decoding). `0`: window "
+        "after window, each with the previous one's text as its prompt (`WHISPER_CONDITION_ON_PREVIOUS_TEXT`). "
+        "Needs `WHISPER_VAD_FILTER`; openai-whisper always decodes window after window."))
     whisper_condition_on_previous_text: bool = Field(True, description=(
-        "Each 30-second window gets the previous window's text as its prompt: fewer errors on long speech "
+        "With `WHISPER_BATCH_SIZE=0` or `WHISPER_VAD_FILTER=false`, each 30-second window gets the previous "
+        "window's text as its prompt: fewer errors on long speech "
         "(docs/performance.md#accuracy-the-decoding-before-and-after). Without `WHISPER_VAD_FILTER` it also "
         "carries words invented in silence into the speech after it; `false` if your audio makes Whisper loop."))
     whisper_temperature_fallback: bool = Field(False, description=(
