@@ -12,8 +12,9 @@ middle of a transcript, and "You" every 30 seconds through ten minutes of silenc
    gathered into windows of up to 30 s (``windows``), which faster-whisper's
    ``BatchedInferencePipeline`` decodes several at a time, each on its own, at temperature 0
    only; each window's words, timed after decoding, are cut into sentences (``sentences``).
-   Measured on 2 cores, twice as fast as window after window, with as many errors on short clips
-   and far fewer on a 10-minute reading (docs/performance.md). With ``WHISPER_BATCH_SIZE=0`` the
+   Measured on 2 cores, twice as fast as window after window, with as many errors on short clips,
+   fewer on a 10-minute reading and more on the noisiest speech (docs/performance.md). With
+   ``WHISPER_BATCH_SIZE=0`` the
    speech is decoded window after window, each with the previous window's text as its prompt
    (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``); Whisper's fallback to higher temperatures, which
    samples at random, stays off unless ``WHISPER_TEMPERATURE_FALLBACK`` brings it back.
