@@ -140,7 +140,6 @@ class DropsTheSecondWindow:
 
     def __init__(self):
         self.model, self.calls = model.model, 0
-        self.feature_extractor, self.hf_tokenizer = model.feature_extractor, model.hf_tokenizer
 
     def transcribe(self, audio, **options):
         self.calls += 1

@@ -14,10 +14,10 @@ middle of a transcript, and "You" every 30 seconds through ten minutes of silenc
    only; each window's words, timed after decoding, are cut into sentences (``sentences``).
    Measured on 2 cores, twice as fast as window after window, with as many errors on short clips,
    fewer on a 10-minute reading and more on the noisiest speech (docs/performance.md). With
-   ``WHISPER_BATCH_SIZE=0`` the
-   speech is decoded window after window, each with the previous window's text as its prompt
-   (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``); Whisper's fallback to higher temperatures, which
-   samples at random, stays off unless ``WHISPER_TEMPERATURE_FALLBACK`` brings it back.
+   ``WHISPER_BATCH_SIZE=0`` the speech is decoded window after window, each with the previous
+   window's text as its prompt (``WHISPER_CONDITION_ON_PREVIOUS_TEXT``); Whisper's fallback to
+   higher temperatures, which samples at random, stays off unless ``WHISPER_TEMPERATURE_FALLBACK``
+   brings it back.
 3. **No speech left without words**: decoded window after window, Whisper drops a window it
    judges silent (no-speech probability above 0.6 with a low log-probability): where VAD heard at
    least ``MIN_GAP`` seconds of speech that no segment covers, that stretch is decoded again on
