@@ -18,7 +18,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the API: settings from defaults, then the environment, then ``config``."""
     from flask import Flask
 
-    from app import api, dashboard, error_handlers, extensions, health, metrics, openapi, request_body
+    from app import api, dashboard, error_handlers, extensions, health, metrics, openai_api, openapi, request_body
     from app.core.logs import configure_logging
     from app.core.settings import Settings
 
@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     error_handlers.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openai_api.bp)
     app.register_blueprint(openapi.bp)
     dashboard.init_app(app, settings)
     app.wsgi_app = request_body.StallDeadline(app.wsgi_app)

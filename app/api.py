@@ -23,9 +23,10 @@ from app.core.jobs import (
     submit_transcription,
 )
 from app.core.services import wait_for_replicas
-from app.core.validation import parse_submit
+from app.core.validation import parse_submit, parse_upload
 from app.extensions import services
 from app.openapi import Parameter, operation
+from app.upload import allow_upload_body, is_upload, read_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -36,6 +37,8 @@ MAX_BODY_BYTES = 64 * 1024
 @bp.before_request
 def _limit_body():
     request.max_content_length = MAX_BODY_BYTES
+    if request.endpoint == "api.submit" and is_upload():
+        allow_upload_body(services().settings)
 
 
 bp.after_request(add_response_headers)
@@ -73,13 +76,18 @@ IDEMPOTENCY_KEY = Parameter("Idempotency-Key", "header", (
 
 
 @bp.post("/transcribe/async/submit")
-@operation("Submit a video for transcription", {202: schemas.Accepted}, body=schemas.SubmitBody,
-           errors=(422,), parameters=(IDEMPOTENCY_KEY,))
+@operation("Submit a video, or upload an audio file, for transcription", {202: schemas.Accepted},
+           body=schemas.SubmitBody, upload=schemas.UploadForm, errors=(413, 422), parameters=(IDEMPOTENCY_KEY,))
 @authenticated
 def submit():
-    """Accept a video; answer at once with the job's id and where to poll its status."""
+    """Accept a video's URL (JSON), or an audio file (`multipart/form-data`, part `file`, at most
+    `MAX_UPLOAD_BYTES`); answer at once with the job's id and where to poll its status."""
     svc = services()
-    transcription = parse_submit(_json_body('{"youtube_url": "..."}'), svc.settings)
+    if is_upload():
+        form, _, upload = read_upload(svc.settings)
+        transcription = parse_upload(form, upload, svc.settings)
+    else:
+        transcription = parse_submit(_json_body('{"youtube_url": "..."}'), svc.settings)
     user = current_user()
     queue = svc.queues[queue_for_tier(user.tier)]
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -92,7 +100,7 @@ def submit():
     status_url = url_for("api.status", job_id=job.id)
     accepted = schemas.Accepted(
         job_id=job.id, status="accepted", queue=job.origin, status_url=status_url,
-        message=f"Transcription of {transcription.video.url} is queued on the {job.origin} queue.")
+        message=f"Transcription of {transcription.what} is queued on the {job.origin} queue.")
     return document(accepted, 202, {"Location": status_url, **headers})
 
 

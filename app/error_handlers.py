@@ -1,5 +1,8 @@
 """Render every error as JSON: ``{"error": code, "message": sentence}`` with the right status.
 
+Under ``/v1/`` (the OpenAI-compatible API, ``app.openai_api``) in OpenAI's shape instead:
+``{"error": {"message", "type", "param", "code"}}``, so that OpenAI's SDKs raise their own errors.
+
 Covers ytcaption's own errors, Flask/Werkzeug's HTTP errors (404 for unknown routes, 405,
 413, ...), an unreachable Redis or one that refuses writes for now (503 with ``Retry-After``) and,
 as a last resort, any bug (500 without a traceback in the body; the traceback goes to the log).
@@ -22,14 +25,26 @@ from app.core.errors import ServiceUnavailable, YtcaptionError
 log = logging.getLogger(__name__)
 
 
-def _json(body: schemas.Error, status: int):
-    response = jsonify(body.model_dump(mode="json", exclude_unset=True))
+def _json(body: schemas.Error, status: int, param: str | None = None):
+    if request.path.startswith("/v1/"):
+        response = jsonify({"error": {"message": body.message, "type": _openai_type(body.error, status),
+                                      "param": param, "code": body.error}})
+    else:
+        response = jsonify(body.model_dump(mode="json", exclude_unset=True))
     response.status_code = status
     return response
 
 
+def _openai_type(code: str, status: int) -> str:
+    """OpenAI's error ``type`` for a status (and, for a 429, the code)."""
+    if status == 429:
+        return "insufficient_quota" if code == "quota_exceeded" else "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
 def error_response(error: YtcaptionError):
-    response = _json(schemas.Error(error=error.code, message=error.message, **error.details), error.status)
+    response = _json(schemas.Error(error=error.code, message=error.message, **error.details), error.status,
+                     getattr(error, "param", None))
     response.headers.update(error.headers)
     return response
 

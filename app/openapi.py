@@ -43,6 +43,8 @@ class Operation:
     #: status -> the model of the answer, or {media type: model or str (a text body)}
     responses: dict[int, type[BaseModel] | dict[str, type[BaseModel] | type[str]]]
     body: type[BaseModel] | None = None
+    #: The fields that may come with a ``file`` instead of ``body``, as ``multipart/form-data``.
+    upload: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     parameters: tuple[Parameter, ...] = ()
     authenticated: bool = True
@@ -50,13 +52,15 @@ class Operation:
     error_text: dict[int, str] = field(default_factory=dict)
 
 
-def operation(summary: str, responses: dict, *, body: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
+def operation(summary: str, responses: dict, *, body: type[BaseModel] | None = None,
+              upload: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
               parameters: tuple[Parameter, ...] = (), authenticated: bool = True,
               error_text: dict[int, str] | None = None) -> Callable:
     """Describe a view for the OpenAPI document (its docstring becomes the description)."""
 
     def describe(view: Callable) -> Callable:
-        view.openapi = Operation(summary, responses, body, errors, parameters, authenticated, error_text or {})
+        view.openapi = Operation(summary, responses, body, upload, errors, parameters, authenticated,
+                                 error_text or {})
         return view
 
     return describe
@@ -75,8 +79,7 @@ def build(app: Flask) -> dict[str, Any]:
     for _, _, view in operations:
         spec: Operation = view.openapi
         answers.update(model for answer in spec.responses.values() for model in _models(answer))
-        if spec.body:
-            bodies.add(spec.body)
+        bodies.update(model for model in (spec.body, spec.upload) if model)
     # Request bodies as pydantic validates them, answers as it writes them.
     modes = [(model, "validation") for model in bodies] + [(model, "serialization") for model in answers]
     _, definitions = models_json_schema(sorted(modes, key=lambda pair: pair[0].__name__),
@@ -90,7 +93,7 @@ def build(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for rule, method, view in operations:
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        paths.setdefault(path, {})[method] = _operation(view, rule.arguments)
+        paths.setdefault(path, {})[method] = _operation(view, rule.arguments, components)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ytcaption", "version": "1",
@@ -102,7 +105,7 @@ def build(app: Flask) -> dict[str, Any]:
     }
 
 
-def _operation(view: Callable, arguments: set[str]) -> dict[str, Any]:
+def _operation(view: Callable, arguments: set[str], components: dict[str, Any]) -> dict[str, Any]:
     spec: Operation = view.openapi
     document: dict[str, Any] = {"summary": spec.summary, "operationId": view.__name__}
     if view.__doc__:
@@ -115,6 +118,12 @@ def _operation(view: Callable, arguments: set[str]) -> dict[str, Any]:
         document["parameters"] = parameters
     if spec.body is not None:
         document["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
+    if spec.upload is not None:
+        # The form's fields, and the file (binary).
+        form = components[spec.upload.__name__]
+        document["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+            **form, "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}, **form["properties"]}}}
     responses = {str(status): _response(answer) for status, answer in spec.responses.items()}
     errors = set(spec.errors) | (set(AUTH_ERRORS) if spec.authenticated else set())
     if spec.body is not None:

@@ -1,4 +1,4 @@
-"""What happens when a job ends, as RQ calls it back: metrics, quota refunds, temporary files.
+"""What happens when a job ends, as RQ calls it back: metrics, quota refunds, temporary files, uploads.
 
 Every transcription job is enqueued with these callbacks, by import path (``app.core.jobs``):
 
@@ -27,6 +27,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.utils import now
 
+from app.core import uploads
 from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
@@ -36,6 +37,7 @@ from workers.jobs import job_work_dir
 
 
 def job_succeeded(job: Job, connection: Redis, result: object) -> None:
+    uploads.discard(connection, job.id)
     record_completed(connection, job.id, job.origin, "finished", task_name(job.func_name), _run_time(job))
 
 
@@ -52,6 +54,7 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: 
 def job_stopped(job: Job, connection: Redis) -> None:
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
     pieces.abandon(job)
+    uploads.discard(connection, job.id)
     record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
 
 
@@ -82,6 +85,7 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     if job.should_retry:
         return
     pieces.abandon(job)
+    uploads.discard(connection, job.id)
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
     record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed",
                      task_name(job.func_name), _run_time(job))

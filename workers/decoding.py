@@ -34,8 +34,9 @@ import bisect
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from app.core.options import EngineOptions
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,27 @@ GAP_CONTEXT = 0.3
 #: is shorter, one between sentences longer.
 PAUSE_MS = 300
 
-RawSegment = tuple[float, float, str]
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word and its time (seconds), as Whisper aligned it, with the probability it gave it."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class RawSegment(NamedTuple):
+    """A segment as decoded: its words (when asked for), and how sure Whisper was of the window it is in."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,21 +164,26 @@ def plan_pieces(silences: list[Span], duration: float, target: float) -> list[Sp
     return [Span(start, end) for start, end in zip(cuts, [*cuts[1:], duration])]
 
 
-def decoding_options(settings: Settings) -> dict[str, Any]:
-    """What ``WhisperModel.transcribe`` is given besides the audio and the language."""
+def decoding_options(settings: Settings, asked: EngineOptions = EngineOptions()) -> dict[str, Any]:
+    """What ``WhisperModel.transcribe`` is given besides the audio and the language: the server's settings,
+    and what the request asked for (``asked``: task, prompt, temperature, word timestamps)."""
+    fallback = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if settings.whisper_temperature_fallback else 0.0
     return {
+        "task": asked.task,
+        "initial_prompt": asked.prompt,
+        "word_timestamps": asked.word_timestamps,
         "beam_size": settings.whisper_beam_size,
-        "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if settings.whisper_temperature_fallback else 0.0,
+        "temperature": fallback if asked.temperature is None else asked.temperature,
         "condition_on_previous_text": settings.whisper_condition_on_previous_text,
         "vad_filter": False,  # done here, once (see the module's docstring)
     }
 
 
 def decode(model: Any, audio: Any, *, language: str | None, settings: Settings,
-           on_progress: Callable[[float], None]) -> Decoded:
-    """Transcribe 16 kHz mono float32 ``audio`` with the faster-whisper ``model``."""
+           on_progress: Callable[[float], None], asked: EngineOptions = EngineOptions()) -> Decoded:
+    """Transcribe 16 kHz mono float32 ``audio`` with the faster-whisper ``model``, as ``asked``."""
     duration = len(audio) / SAMPLE_RATE
-    options = decoding_options(settings)
+    options = decoding_options(settings, asked)
     if not settings.whisper_vad_filter:
         segments, info = model.transcribe(audio, language=language, **options)
         return Decoded(info.language, list(_reporting(_raw(segments), duration, on_progress)), None)
@@ -173,7 +199,7 @@ def decode(model: Any, audio: Any, *, language: str | None, settings: Settings,
         return Decoded(_language_without_speech(model, language), [], 0.0)
     if batched:
         detected, found, gaps = _decode_batched(model, audio, spans, language=language, settings=settings,
-                                                on_progress=on_progress)
+                                                on_progress=on_progress, options=options)
     else:
         pieces, _ = collect_chunks(audio, chunks, sampling_rate=SAMPLE_RATE)
         segments, info = model.transcribe(pieces[0], language=language, **options)
@@ -202,10 +228,12 @@ def windows(spans: list[Span], seconds: float = WINDOW) -> list[Span]:
 
 
 def _decode_batched(model: Any, audio: Any, spans: list[Span], *, language: str | None, settings: Settings,
-                    on_progress: Callable[[float], None]) -> tuple[str, list[RawSegment], list[Span]]:
+                    on_progress: Callable[[float], None], options: dict[str, Any]
+                    ) -> tuple[str, list[RawSegment], list[Span]]:
     """faster-whisper's ``BatchedInferencePipeline`` on the windows of speech (``windows``), each
-    decoded on its own, ``WHISPER_BATCH_SIZE`` at a time, temperature 0 only: the language, the
-    segments, and the windows of ``MIN_GAP`` s or more that came back without a word.
+    decoded on its own, ``WHISPER_BATCH_SIZE`` at a time, at one temperature (0 unless the request
+    asked for another): the language, the segments, and the windows of ``MIN_GAP`` s or more that
+    came back without a word. The request's prompt is every window's.
 
     It decodes without timestamp tokens: asked for them, it lost words here (WER 0.19-0.22 against
     0.12 on the bench's 150 s clip). A window is then one segment of up to 30 s, which its words'
@@ -216,8 +244,10 @@ def _decode_batched(model: Any, audio: Any, spans: list[Span], *, language: str 
     gathered = windows(spans)
     starts = [window.start for window in gathered]
     duration = len(audio) / SAMPLE_RATE
+    temperature = options["temperature"] if isinstance(options["temperature"], float) else 0.0
     segments, info = BatchedInferencePipeline(model).transcribe(
-        audio, language=language, beam_size=settings.whisper_beam_size, temperature=0.0,
+        audio, language=language, task=options["task"], initial_prompt=options["initial_prompt"],
+        beam_size=settings.whisper_beam_size, temperature=temperature,
         batch_size=settings.whisper_batch_size, clip_timestamps=[{"start": w.start, "end": w.end} for w in gathered],
         vad_filter=False, without_timestamps=True, word_timestamps=True)
     found, heard = [], set()
@@ -226,7 +256,9 @@ def _decode_batched(model: Any, audio: Any, spans: list[Span], *, language: str 
         words = [word for word in segment.words or [] if word.word.strip()]
         if words:
             heard.add(max(0, bisect.bisect_right(starts, segment.start + 0.01) - 1))
-            found += [_within_speech(sentence, spans) for sentence in sentences(words)]
+            found += [_within_speech(sentence._replace(avg_logprob=segment.avg_logprob,
+                                                       no_speech_prob=segment.no_speech_prob), spans)
+                      for sentence in sentences(words)]
     missing = [window for index, window in enumerate(gathered) if index not in heard and window.seconds >= MIN_GAP]
     return info.language, found, missing
 
@@ -250,16 +282,21 @@ def sentences(words: Iterable[Any], pause: float = SENTENCE_PAUSE, longest: floa
 
 
 def _segment(words: list[Any]) -> RawSegment:
-    return words[0].start, words[-1].end, "".join(word.word for word in words)
+    return RawSegment(words[0].start, words[-1].end, "".join(word.word for word in words), _words(words))
+
+
+def _words(words: Iterable[Any] | None) -> tuple[Word, ...]:
+    """faster-whisper's words as ``Word``s (empty without word timestamps)."""
+    return tuple(Word(word.start, word.end, word.word, word.probability) for word in words or ())
 
 
 def uncovered(spans: Iterable[Span], segments: Iterable[RawSegment], min_gap: float) -> list[Span]:
     """The parts of the speech ``spans`` that no segment overlaps, ``min_gap`` seconds or longer."""
-    ordered = sorted(segments)
+    ordered = sorted((segment[0], segment[1]) for segment in segments)
     gaps = []
     for span in spans:
         cursor = span.start
-        for start, end, _ in ordered:
+        for start, end in ordered:
             if end <= cursor or start >= span.end:
                 continue
             if start - cursor >= min_gap:
@@ -273,35 +310,43 @@ def uncovered(spans: Iterable[Span], segments: Iterable[RawSegment], min_gap: fl
 def _within_speech(segment: RawSegment, spans: list[Span]) -> RawSegment:
     """``segment`` ending no later than the stretch of speech it starts in: Whisper may time a
     window's last segment past the end of its audio, which, mapped back, lands in the silence after."""
-    start, end, text = segment
-    index = max(0, bisect.bisect_right([span.start for span in spans], start) - 1)
-    return start, max(start, min(end, spans[index].end)), text
+    index = max(0, bisect.bisect_right([span.start for span in spans], segment.start) - 1)
+    return segment._replace(end=max(segment.start, min(segment.end, spans[index].end)))
 
 
 def _decode_again(model: Any, audio: Any, gap: Span, language: str, options: dict[str, Any]) -> list[RawSegment]:
     """Decode ``gap`` alone with the no-speech check off; keep the segments centred inside it."""
     start = max(0.0, gap.start - GAP_CONTEXT)
     piece = audio[int(start * SAMPLE_RATE):int((gap.end + GAP_CONTEXT) * SAMPLE_RATE)]
-    segments, _ = model.transcribe(piece, language=language, **options, no_speech_threshold=None)
+    # Word timestamps always, as batched decoding has them: ``Transcript`` keeps them only when asked for.
+    segments, _ = model.transcribe(piece, language=language, **{**options, "word_timestamps": True},
+                                   no_speech_threshold=None)
     kept = []
-    for segment in segments:
+    for segment in _raw(segments):
         middle = start + (segment.start + segment.end) / 2
         if gap.start <= middle <= gap.end and segment.text.strip():
-            kept.append((start + segment.start, min(start + segment.end, gap.end + GAP_CONTEXT), segment.text))
+            kept.append(_shifted(segment, start)._replace(end=min(start + segment.end, gap.end + GAP_CONTEXT)))
     return kept
+
+
+def _shifted(segment: RawSegment, offset: float) -> RawSegment:
+    """``segment`` and its words ``offset`` seconds later."""
+    words = tuple(Word(word.start + offset, word.end + offset, word.word, word.probability) for word in segment.words)
+    return segment._replace(start=segment.start + offset, end=segment.end + offset, words=words)
 
 
 def _reporting(segments: Iterable[RawSegment], duration: float,
                on_progress: Callable[[float], None]) -> Iterable[RawSegment]:
     """Each segment, reporting the fraction of the audio decoded so far."""
-    for start, end, text in segments:
-        on_progress(min(1.0, end / duration))
-        yield start, end, text
+    for segment in segments:
+        on_progress(min(1.0, segment.end / duration))
+        yield segment
 
 
 def _raw(segments: Iterable[Any]) -> Iterator[RawSegment]:
-    """faster-whisper's segments as ``(start, end, text)``."""
-    return ((segment.start, segment.end, segment.text) for segment in segments)
+    """faster-whisper's segments as ``RawSegment``s."""
+    return (RawSegment(segment.start, segment.end, segment.text, _words(segment.words), segment.avg_logprob,
+                       segment.no_speech_prob) for segment in segments)
 
 
 def _language_without_speech(model: Any, language: str | None) -> str:

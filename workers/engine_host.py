@@ -22,8 +22,8 @@ its end (``RemoteEngine.in_flight``), so the worker knows whether one was left, 
 busy host.
 
 Protocol (``multiprocessing.connection`` messages): the client sends
-``{"op": "transcribe", "path", "language", "model", "max_duration"}`` and receives
-``{"event": "duration", ...}``, ``{"event": "segment", ...}`` and ``{"event": "progress", "fraction"}``
+``{"op": "transcribe", "path", "language", "model", "max_duration", "options"}`` and receives
+``{"event": "duration", ...}``, ``{"event": "segment", "segment": {...}}`` and ``{"event": "progress", "fraction"}``
 messages, then ``{"event": "done", ...}`` or
 ``{"event": "error", "type", "message"}``; ``{"op": "ping"}`` is answered ``{"event": "pong"}``, and
 ``{"op": "split", "path", "directory", "piece_seconds", "max_duration"}`` (a long recording cut into
@@ -47,6 +47,7 @@ from pathlib import Path
 
 from app.core.errors import EngineUnavailable, JobError, job_error
 from app.core.logs import configure_logging
+from app.core.options import EngineOptions
 from app.core.settings import Settings
 from workers.cpu_share import CpuPool
 from workers.decoding import Piece
@@ -94,6 +95,7 @@ class RemoteEngine:
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
+        options: EngineOptions = EngineOptions(),
     ) -> Transcript:
         # Marked before the request and cleared only once its end is received: a horse that leaves
         # before (killed, or an exception raised in it) leaves the mark for its worker to see.
@@ -103,7 +105,8 @@ class RemoteEngine:
             raise EngineUnavailable(f"The engine host is not reachable: {exc}.") from exc
         with self._connect() as conn:
             conn.send({"op": "transcribe", "path": path, "language": language, "model": model,
-                       "max_duration": max_duration, "job_id": os.environ.get("RQ_JOB_ID")})
+                       "max_duration": max_duration, "options": options.as_job(),
+                       "job_id": os.environ.get("RQ_JOB_ID")})
             segments: list[Segment] = []
             while True:
                 try:
@@ -115,7 +118,7 @@ class RemoteEngine:
                     if on_duration:
                         on_duration(message["duration"])
                 elif event == "segment":
-                    segments.append(Segment(message["start"], message["end"], message["text"]))
+                    segments.append(Segment.from_dict(message["segment"]))
                 elif event == "progress":
                     if on_progress:
                         on_progress(message["fraction"])
@@ -308,7 +311,7 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
 
         # Each send raises BrokenPipeError once the work horse is gone: that abandons the transcription.
         def send_segment(segment: Segment, fraction: float) -> None:
-            conn.send({"event": "segment", "start": segment.start, "end": segment.end, "text": segment.text})
+            conn.send({"event": "segment", "segment": segment.as_dict()})
 
         def send_progress(fraction: float) -> None:
             conn.send({"event": "progress", "fraction": fraction})
@@ -321,6 +324,7 @@ def _handle(conn: Connection, engine: CachingEngine) -> None:
                 request["path"], language=request["language"], model=request["model"],
                 max_duration=request["max_duration"], on_segment=send_segment, on_progress=send_progress,
                 on_duration=lambda duration: conn.send({"event": "duration", "duration": duration}),
+                options=EngineOptions.from_job(request.get("options")),
             )
         except JobError as exc:
             log.info("transcription refused", extra={**job, "error": exc.code})

@@ -25,8 +25,9 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from app.core.errors import ModelUnavailable, NoAudio, UndecodableMedia, VideoTooLong
+from app.core.options import EngineOptions
 from app.core.settings import BUNDLED_MODEL, CHECKPOINT_SUFFIX, Settings
-from workers.decoding import Decoded, Piece, decode, decoding_options, pauses, plan_pieces
+from workers.decoding import Decoded, Piece, RawSegment, Word, decode, decoding_options, pauses, plan_pieces
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ class Segment:
     start: float
     end: float
     text: str
+    #: Each word's time: only when the request asked for word timestamps.
+    words: tuple[Word, ...] = ()
+    #: How sure Whisper was of the window the segment is in (faster-whisper; None when not known).
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The segment as stored: its words as ``{"start", "end", "word", "probability"}``, unknowns left out."""
+        return {key: value for key, value in asdict(self).items() if value is not None and value not in ((), [])}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        words = tuple(Word(**word) for word in data.get("words") or ())
+        return cls(data["start"], data["end"], data["text"], words, data.get("avg_logprob"),
+                   data.get("no_speech_prob"))
 
 
 @dataclass
@@ -66,7 +82,7 @@ class Transcript:
         return " ".join(segment.text for segment in self.segments)
 
     def segments_as_dicts(self) -> list[dict[str, Any]]:
-        return [{"id": index, **asdict(segment)} for index, segment in enumerate(self.segments)]
+        return [{"id": index, **segment.as_dict()} for index, segment in enumerate(self.segments)]
 
 
 class Engine(Protocol):
@@ -79,8 +95,9 @@ class Engine(Protocol):
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
+        options: EngineOptions = EngineOptions(),
     ) -> Transcript:
-        """Transcribe the audio file at ``path``.
+        """Transcribe the audio file at ``path``, as ``options`` ask (task, prompt, temperature, words).
 
         ``on_duration`` gets the audio's duration once it is decoded, ``on_progress`` the
         fraction done (0–1) after each segment.
@@ -154,8 +171,9 @@ class CachingEngine:
         """Load ``target`` (what ``resolve_model`` made of ``name``); raise ``ModelUnavailable`` if it cannot."""
         raise NotImplementedError
 
-    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
-        """Transcribe ``audio`` (16 kHz mono float32): the language, ``(start, end, text)`` segments in time
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback,
+             options: EngineOptions) -> Decoded:
+        """Transcribe ``audio`` (16 kHz mono float32) as ``options`` ask: the language, the segments in time
         order, and how much speech there was if the engine knows."""
         raise NotImplementedError
 
@@ -185,6 +203,7 @@ class CachingEngine:
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
         on_segment: SegmentCallback | None = None,
+        options: EngineOptions = EngineOptions(),
     ) -> Transcript:
         loaded, load_seconds = self.load(model)
         audio = load_audio(path, max_duration)
@@ -195,12 +214,16 @@ class CachingEngine:
         progress = _Rising(on_progress)
         transcript = Transcript(language="", duration=duration, model=model, model_load_seconds=load_seconds)
         try:
-            decoded = self._run(loaded, audio, language, progress)
+            decoded = self._run(loaded, audio, language, progress, options)
             transcript.language, transcript.speech_seconds = decoded.language, decoded.speech_seconds
-            for start, end, text in decoded.segments:
+            for raw in decoded.segments:
                 # Whisper times within 30-second windows, so a segment may claim to end after the audio.
-                end = min(round(end, 3), duration)
-                segment = Segment(start=min(round(start, 3), end), end=end, text=text.strip())
+                end = min(round(float(raw.end), 3), duration)
+                words = tuple(Word(min(round(float(word.start), 3), duration), min(round(float(word.end), 3), duration),
+                                   word.word, round(float(word.probability), 4))
+                              for word in raw.words) if options.word_timestamps else ()
+                segment = Segment(start=min(round(float(raw.start), 3), end), end=end, text=raw.text.strip(), words=words,
+                                  avg_logprob=_rounded(raw.avg_logprob), no_speech_prob=_rounded(raw.no_speech_prob))
                 transcript.segments.append(segment)
                 fraction = min(1.0, segment.end / duration)
                 if on_segment:
@@ -302,8 +325,12 @@ class FasterWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, target, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
-        return decode(model, audio, language=language, settings=self.settings, on_progress=on_progress)
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback,
+             options: EngineOptions) -> Decoded:
+        if options.task == "translate" and not model.model.is_multilingual:
+            raise ModelUnavailable("This model only knows English: it cannot translate.")
+        return decode(model, audio, language=language, settings=self.settings, on_progress=on_progress,
+                      asked=options)
 
 
 class OpenAIWhisperEngine(CachingEngine):
@@ -340,18 +367,31 @@ class OpenAIWhisperEngine(CachingEngine):
             log.error("model %s could not be loaded from %s: %s", name, source, exc)
             raise ModelUnavailable(f"Model {name!r} could not be loaded on this worker.") from exc
 
-    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback) -> Decoded:
+    def _run(self, model: Any, audio: Any, language: str | None, on_progress: ProgressCallback,
+             options: EngineOptions) -> Decoded:
         import whisper
 
+        if options.task == "translate" and not model.is_multilingual:
+            raise ModelUnavailable("This model only knows English: it cannot translate.")
         with _window_progress(on_progress):
-            options = decoding_options(self.settings)
-            result = whisper.transcribe(model, audio, language=language, beam_size=options["beam_size"],
-                                        temperature=options["temperature"],
-                                        condition_on_previous_text=options["condition_on_previous_text"],
+            chosen = decoding_options(self.settings, options)
+            result = whisper.transcribe(model, audio, language=language, task=chosen["task"],
+                                        initial_prompt=chosen["initial_prompt"],
+                                        word_timestamps=chosen["word_timestamps"], beam_size=chosen["beam_size"],
+                                        temperature=chosen["temperature"],
+                                        condition_on_previous_text=chosen["condition_on_previous_text"],
                                         fp16=model.device.type == "cuda", verbose=None)
         # openai-whisper empties the text of the segments it judged void (instantaneous or blank).
-        return Decoded(result["language"], [(item["start"], item["end"], item["text"])
-                                            for item in result["segments"] if item["text"].strip()], None)
+        return Decoded(result["language"], [
+            RawSegment(item["start"], item["end"], item["text"],
+                       tuple(Word(word["start"], word["end"], word["word"], word["probability"])
+                             for word in item.get("words") or ()),
+                       item.get("avg_logprob"), item.get("no_speech_prob"))
+            for item in result["segments"] if item["text"].strip()], None)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 def _check_duration(duration: float, max_duration: float | None) -> None:

@@ -7,10 +7,9 @@ of the first non-empty queue to the worker's fetched list in one Redis operation
 (``app.core.reliability.fetch``), where ``recover_fetched`` finds it should the worker die.
 
 When every queue is empty the worker waits for Redis to say that one of its queue lists changed
-(keyspace notifications for list commands, which the worker turns on: ``notify-keyspace-events``
-gets ``Kl``), then looks again; it does not poll. Where the Redis server refuses ``CONFIG SET``
-(some managed services; set the option there instead) the worker looks once every
-``POLL_INTERVAL`` s.
+(keyspace notifications for list commands, which the worker turns on: ``app.core.notifications``),
+then looks again; it does not poll. Where the Redis server refuses ``CONFIG SET`` (some managed
+services; set the option there instead) the worker looks once a second.
 """
 
 from __future__ import annotations
@@ -20,22 +19,17 @@ import time
 from collections.abc import Sequence
 
 from redis import Redis
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
 
+from app.core.notifications import Doorbell
 from app.core.reliability import fetch, release
 
 log = logging.getLogger(__name__)
 
 #: Seconds a worker holds a queue's maintenance lock at most (should it die holding it).
 MAINTENANCE_LOCK_TTL = 30
-#: Seconds between two looks at empty queues when Redis cannot notify.
-POLL_INTERVAL = 1.0
-#: Keyspace notifications: "K" (key-space channel) and "l" (list commands); "A" includes "l".
-NOTIFY_FLAGS = "Kl"
 
 
 class FetchingQueue(Queue):
@@ -87,54 +81,3 @@ class FetchingQueue(Queue):
         finally:
             if doorbell is not None:
                 doorbell.close()
-
-
-class Doorbell:
-    """Rings when one of ``queue_keys`` changes, by Redis keyspace notifications (or every
-    ``POLL_INTERVAL`` s where Redis cannot send them)."""
-
-    def __init__(self, connection: Redis, queue_keys: Sequence[str]) -> None:
-        self.pubsub = None
-        if not enable_notifications(connection):
-            return
-        db = connection.connection_pool.connection_kwargs.get("db", 0)
-        self.pubsub = connection.pubsub()
-        self.pubsub.subscribe(*(f"__keyspace@{db}__:{key}" for key in queue_keys))
-        confirmed = 0
-        while confirmed < len(queue_keys):  # the subscription is in place once Redis confirmed it
-            message = self.pubsub.get_message(timeout=5)
-            if message is None:
-                # Redis's own TimeoutError: RQ's loop retries the connection on it.
-                raise RedisTimeoutError("Redis did not confirm the subscription to the queues' notifications")
-            confirmed += message["type"] == "subscribe"
-
-    def wait(self, seconds: float) -> None:
-        if self.pubsub is None:
-            time.sleep(min(seconds, POLL_INTERVAL))
-        else:
-            self.pubsub.get_message(timeout=seconds)
-
-    def close(self) -> None:
-        if self.pubsub is not None:
-            self.pubsub.close()
-
-
-_warned = False
-
-
-def enable_notifications(connection: Redis) -> bool:
-    """Whether Redis sends list keyspace notifications, turning them on if it lets us."""
-    global _warned
-    try:
-        flags = connection.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
-        if "K" in flags and ("l" in flags or "A" in flags):
-            return True
-        connection.config_set("notify-keyspace-events", "".join(sorted(set(flags) | set(NOTIFY_FLAGS))))
-        return True
-    except ResponseError as error:
-        if not _warned:
-            _warned = True
-            log.warning("Redis refused CONFIG (%s): idle workers look for jobs every %.0f s. Set "
-                        "notify-keyspace-events to include 'Kl' on the server to wake them at once.",
-                        error, POLL_INTERVAL)
-        return False

@@ -41,22 +41,25 @@ from rq.job import Job, Retry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 
+from app.core import uploads
 from app.core.errors import (
     JobCancelled,
     JobError,
     JobTimedOut,
     UnexpectedJobError,
+    UploadExpired,
     YtcaptionError,
     public_message,
 )
 from app.core.jobs import is_cancel_requested
+from app.core.options import EngineOptions
 from app.core.reliability import drop_executions
 from app.core.settings import Settings
 from app.core.transcripts import TranscriptStore, chapters_with_segments
 from app.core.urls import parse_video_url
 from workers import context
 from workers.captions import track_language
-from workers.download import Media, fetch_media
+from workers.download import Media, Metadata, fetch_media
 from workers.engines import Transcript, media_duration
 from workers.pieces import PieceStore, others_listening, transcribe_in_pieces
 
@@ -154,13 +157,16 @@ def stop(job: Job) -> None:
     raise JobCancelled()
 
 
-def transcribe_video(*, url: str, video_id: str | None, language: str | None, model: str, user_id: str,
-                     max_duration: int | None = None, source: str = "whisper") -> dict | Retry:
+def transcribe_video(*, url: str | None, video_id: str | None, language: str | None, model: str, user_id: str,
+                     max_duration: int | None = None, source: str = "whisper", upload: dict | None = None,
+                     options: dict | None = None) -> dict | Retry:
     """Download ``url``, transcribe it with ``model`` and store the transcript for ``user_id``.
 
     ``max_duration`` is the submitting user's tier limit (never above ``MAX_VIDEO_DURATION``).
     ``source`` ``captions`` reads the video's own manual captions instead (no audio, no model),
-    ``auto`` does when it has them (see ``workers.captions``).
+    ``auto`` does when it has them (see ``workers.captions``). ``upload`` (``{"filename", "bytes"}``)
+    instead of ``url``: the audio was uploaded with the request and waits in Redis (``app.core.uploads``).
+    ``options``: what the request asked of the engine (``app.core.options.EngineOptions``).
     """
     job = get_current_job()
     settings = context.settings()
@@ -172,7 +178,8 @@ def transcribe_video(*, url: str, video_id: str | None, language: str | None, mo
     try:
         limit = min(max_duration or settings.max_video_duration, settings.max_video_duration)
         return _transcribe(job, settings, url=url, video_id=video_id, language=language, model=model,
-                           user_id=user_id, max_duration=limit, source=source)
+                           user_id=user_id, max_duration=limit, source=source, upload=upload,
+                           options=EngineOptions.from_job(options))
     except ShutDownImminentException:
         ensure_owned(job)
         log.info("the worker is shutting down; handing the job back to the front of its queue")
@@ -214,12 +221,14 @@ def extend_timeout(job: Job, settings: Settings, duration: float) -> None:
 
 
 def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model, user_id, max_duration,
-                source) -> dict[str, Any]:
+                source, upload, options: EngineOptions) -> dict[str, Any]:
     progress = Progress(job)
     progress.update("starting", 0)
-    log.info("started", extra={"url": url, "attempt": job.meta.get("attempt"), "model": model, "source": source})
-    # The allowlist may have changed since the job was accepted: check the URL again.
-    parse_video_url(url, settings.allowed_url_hosts)
+    log.info("started", extra={"url": url, "upload_bytes": upload and upload["bytes"],
+                               "attempt": job.meta.get("attempt"), "model": model, "source": source})
+    if url is not None:
+        # The allowlist may have changed since the job was accepted: check the URL again.
+        parse_video_url(url, settings.allowed_url_hosts)
 
     timings = {"queued": _seconds(job.enqueued_at, job.started_at)}
     pieces = 1
@@ -227,12 +236,15 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     directory.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        media = fetch_media(
-            url, directory, settings, max_duration=max_duration, source=source, language=language,
-            connection=job.connection,
-            on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
-            on_duration=lambda duration: extend_timeout(job, settings, duration),
-        )
+        if upload is not None:
+            media = _uploaded(job, directory, upload["filename"])
+        else:
+            media = fetch_media(
+                url, directory, settings, max_duration=max_duration, source=source, language=language,
+                connection=job.connection,
+                on_progress=lambda fraction: progress.update("downloading", DOWNLOAD_END * fraction),
+                on_duration=lambda duration: extend_timeout(job, settings, duration),
+            )
         timings["download"] = time.perf_counter() - started
         if media.captions is not None:
             log.info("read captions", extra={"seconds": round(timings["download"], 2), "track": media.caption_track})
@@ -250,7 +262,8 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
             if _worth_splitting(job, settings, media):
                 stitched = transcribe_in_pieces(job, settings, media.path, directory, language=language,
                                                 model=model, max_duration=max_duration, on_progress=transcribing,
-                                                on_duration=lambda duration: extend_timeout(job, settings, duration))
+                                                on_duration=lambda duration: extend_timeout(job, settings, duration),
+                                                options=options)
             if stitched is not None:
                 transcript, pieces = stitched.transcript, stitched.pieces
                 log.info("stitched", extra={"pieces": pieces, "by_other_workers": stitched.helped})
@@ -258,6 +271,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
                 transcript = context.engine().transcribe(
                     str(media.path), language=language, model=model, max_duration=max_duration,
                     on_progress=transcribing, on_duration=lambda duration: extend_timeout(job, settings, duration),
+                    options=options,
                 )
             timings["model_load"] = transcript.model_load_seconds
             timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds
@@ -276,11 +290,14 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "job_id": job.id,
         "user_id": user_id,
         "source_url": url,
+        "filename": upload and upload["filename"],
         "video_id": video_id,
         "title": metadata.title,
         "channel": metadata.channel,
         "upload_date": metadata.upload_date,
         "language": transcript.language,
+        "task": options.task,
+        "temperature": options.temperature,
         "duration": transcript.duration,
         "source": used,
         "caption_track": media.caption_track,
@@ -311,6 +328,16 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
     }
 
 
+def _uploaded(job: Job, directory: Path, filename: str) -> Media:
+    """The job's uploaded audio, from Redis to the job's directory (its name kept only for its extension)."""
+    data = uploads.read(job.connection, job.id)
+    if data is None:
+        raise UploadExpired()
+    path = directory / ("upload" + "".join(c for c in Path(filename).suffix[:10] if c.isalnum() or c == "."))
+    path.write_bytes(data)
+    return Media(metadata=Metadata(title=filename), path=path)
+
+
 def _worth_splitting(job: Job, settings: Settings, media: Media) -> bool:
     """Whether to transcribe in pieces (``workers.pieces``): a long recording, and a worker to help."""
     if not settings.chunk_threshold_seconds:
@@ -319,7 +346,8 @@ def _worth_splitting(job: Job, settings: Settings, media: Media) -> bool:
     return duration > settings.chunk_threshold_seconds and others_listening(job)
 
 
-def transcribe_piece(*, parent_id: str, index: int, start: float, language: str | None, model: str) -> dict:
+def transcribe_piece(*, parent_id: str, index: int, start: float, language: str | None, model: str,
+                     options: dict | None = None) -> dict:
     """Transcribe piece ``index`` of the recording of job ``parent_id`` (``workers.pieces``).
 
     Nothing to do if the parent has ended, or has taken the piece itself; and the transcription
@@ -346,7 +374,8 @@ def transcribe_piece(*, parent_id: str, index: int, start: float, language: str 
             raise _ParentEnded()
 
     try:
-        transcript = context.engine().transcribe(str(path), language=language, model=model, on_progress=check)
+        transcript = context.engine().transcribe(str(path), language=language, model=model, on_progress=check,
+                                                 options=EngineOptions.from_job(options))
     except _ParentEnded:
         return {"skipped": "its job ended meanwhile"}
     finally:

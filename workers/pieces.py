@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from rq.job import Job, JobStatus
 from rq.utils import now
 
 from app.core.jobs import retry_policy
+from app.core.options import EngineOptions
 from app.core.settings import Settings
 from workers import context
 from workers.decoding import Piece
@@ -111,8 +112,7 @@ class PieceStore:
     def save_result(self, index: int, transcript: Transcript, offset: float, by: str) -> None:
         """Store the piece's segments, shifted to the recording's timeline; drop its audio."""
         record = {"language": transcript.language, "speech_seconds": transcript.speech_seconds, "by": by,
-                  "segments": [[round(s.start + offset, 3), round(s.end + offset, 3), s.text]
-                               for s in transcript.segments]}
+                  "segments": [_shifted(segment, offset).as_dict() for segment in transcript.segments]}
         with self.connection.pipeline() as pipe:
             pipe.set(self._key(index, "result"), json.dumps(record), ex=self.ttl)
             pipe.delete(self._key(index, "audio"))
@@ -125,6 +125,13 @@ class PieceStore:
     def delete(self, count: int) -> None:
         self.connection.delete(*(self._key(index, what) for index in range(count)
                                  for what in ("audio", "claim", "result")))
+
+
+def _shifted(segment: Segment, offset: float) -> Segment:
+    """``segment`` (and its words) on the recording's timeline: ``offset`` seconds later."""
+    words = tuple(replace(word, start=round(word.start + offset, 3), end=round(word.end + offset, 3))
+                  for word in segment.words)
+    return replace(segment, start=round(segment.start + offset, 3), end=round(segment.end + offset, 3), words=words)
 
 
 def others_listening(job: Job) -> bool:
@@ -143,7 +150,8 @@ class Stitched:
 
 def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Path, *, language: str | None,
                          model: str, max_duration: float | None, on_progress: Callable[[float], None],
-                         on_duration: Callable[[float], None]) -> Stitched | None:
+                         on_duration: Callable[[float], None],
+                         options: EngineOptions = EngineOptions()) -> Stitched | None:
     """Transcribe the audio at ``path`` in pieces with whichever workers are free.
 
     None if the audio makes a single piece (the caller transcribes it as usual). ``on_progress``
@@ -158,7 +166,7 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
     store = PieceStore(job.connection, job.id, ttl=int(job.timeout or settings.job_timeout_floor) + 3600)
     job.meta["pieces"] = len(pieces)  # for ``abandon``, should this horse die before its ``finally``
     job.save_meta()
-    _enqueue(job, settings, store, pieces, language, model)
+    _enqueue(job, settings, store, pieces, language, model, options)
     log.info("transcribing in pieces", extra={"pieces": len(pieces), "audio_seconds": round(duration, 1)})
     results: dict[int, dict[str, Any]] = {}
 
@@ -169,7 +177,7 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
         on_progress(min(1.0, done / duration))
 
     def transcribe_here(piece: Piece) -> None:
-        transcript = engine.transcribe(piece.path, language=language, model=model,
+        transcript = engine.transcribe(piece.path, language=language, model=model, options=options,
                                        on_progress=lambda fraction: report(piece, fraction))
         store.save_result(piece.index, transcript, piece.start, by=job.id)
         results[piece.index] = store.result(piece.index)
@@ -197,7 +205,7 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
 
 
 def _enqueue(job: Job, settings: Settings, store: PieceStore, pieces: list[Piece], language: str | None,
-             model: str) -> None:
+             model: str, options: EngineOptions) -> None:
     queue = Queue(job.origin, connection=job.connection)
     with job.connection.pipeline() as pipe:  # one transaction: RQ starts it (MULTI) at the first enqueue
         for piece in reversed(pieces):  # other workers start from the last piece, the parent from the first
@@ -205,7 +213,7 @@ def _enqueue(job: Job, settings: Settings, store: PieceStore, pieces: list[Piece
             queue.enqueue(
                 TRANSCRIBE_PIECE,
                 kwargs={"parent_id": job.id, "index": piece.index, "start": piece.start, "language": language,
-                        "model": model},
+                        "model": model, **({"options": options.as_job()} if options.as_job() else {})},
                 job_id=piece_job_id(job.id, piece.index),
                 job_timeout=int(settings.job_timeout_floor + settings.job_timeout_factor * seconds),
                 result_ttl=600, failure_ttl=settings.result_ttl, ttl=store.ttl,
@@ -260,8 +268,7 @@ def _cancel_piece_jobs(job: Job, count: int) -> None:
 
 def _stitch(results: dict[int, dict[str, Any]], pieces: list[Piece], duration: float, model: str,
             language: str | None, parent_id: str) -> Stitched:
-    segments = [Segment(start, end, text) for index in range(len(pieces))
-                for start, end, text in results[index]["segments"]]
+    segments = [Segment.from_dict(segment) for index in range(len(pieces)) for segment in results[index]["segments"]]
     speech = [result["speech_seconds"] for result in results.values()]
     detected = [result["language"] for result in results.values() if result["speech_seconds"] != 0]
     transcript = Transcript(

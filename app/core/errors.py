@@ -93,6 +93,26 @@ class UnknownLanguage(BadRequest):
     code = "unknown_language"
 
 
+class CannotTranslate(BadRequest):
+    """`translate` asked of an English-only (`.en`) model: the message names the models that can."""
+
+    code = "model_cannot_translate"
+
+
+class MissingFile(BadRequest):
+    """`multipart/form-data` without a `file` part, or an empty one."""
+
+    code = "missing_file"
+    default_message = "Send the audio as the 'file' part of a multipart/form-data body."
+
+
+class UploadTooLarge(YtcaptionError):
+    """The uploaded file (or the request body) is larger than `MAX_UPLOAD_BYTES`."""
+
+    status = 413
+    code = "upload_too_large"
+
+
 class UnknownFormat(BadRequest):
     """A transcript format other than json, txt, srt or vtt."""
 
@@ -326,11 +346,18 @@ class NoAudio(JobError):
     default_message = "The media has no audio track."
 
 
+class UploadExpired(JobError):
+    """The uploaded audio was deleted before a worker took the job (it waited longer than `RESULT_TTL`)."""
+
+    code = "upload_expired"
+    default_message = "The uploaded audio is no longer stored (the job waited too long); upload it again."
+
+
 class UndecodableMedia(JobError):
-    """The downloaded file is not audio that can be decoded."""
+    """The downloaded or uploaded file is not audio that can be decoded."""
 
     code = "undecodable_media"
-    default_message = "The downloaded media could not be decoded as audio."
+    default_message = "The media could not be decoded as audio."
 
 
 class ModelUnavailable(JobError):

@@ -93,7 +93,12 @@ def to_json(record: Mapping[str, Any]) -> str:
     created = record["created_at"]
     document = Transcript.model_validate(
         {**record, "created_at": from_epoch(created) if isinstance(created, int | float) else created})
-    return document.model_dump_json()
+    return document.model_dump_json(exclude={"segments": {"__all__": set() if _has_words(record) else {"words"}}})
+
+
+def _has_words(record: Mapping[str, Any]) -> bool:
+    """Whether the transcript kept word timestamps (asked for with ``word_timestamps``)."""
+    return any("words" in segment for segment in record["segments"])
 
 
 #: format name -> (content type, renderer of the whole record)

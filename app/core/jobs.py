@@ -29,7 +29,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 from rq.utils import now, utcformat
 
-from app.core import schemas
+from app.core import schemas, uploads
 from app.core.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -37,6 +37,7 @@ from app.core.errors import (
     NotFound,
     UnexpectedJobError,
 )
+from app.core.notifications import wait_until
 from app.core.quota import Quota, QuotaLedger, refund
 from app.core.reliability import accept
 from app.core.settings import Settings
@@ -101,28 +102,40 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
 def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
                           quota_period: str, pipeline: Pipeline | None = None,
                           extra_meta: dict | None = None) -> Job:
-    """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key."""
-    return queue.enqueue(
+    """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key.
+
+    An uploaded file is stored beside the job, in ``pipeline`` (``app.core.uploads``); the job's
+    arguments say only its name and size."""
+    kwargs = {
+        "url": request.video.url if request.video else None,
+        "video_id": request.video.video_id if request.video else None,
+        "language": request.language,
+        "model": request.model,
+        "source": request.source,
+        "user_id": user.id,
+        "max_duration": settings.max_duration_for(user.tier),
+    }
+    if request.upload is not None:
+        kwargs["upload"] = {"filename": request.upload.filename, "bytes": len(request.upload.data)}
+    if request.options.as_job():
+        kwargs["options"] = request.options.as_job()
+    job = queue.enqueue(
         TRANSCRIBE_VIDEO,
-        kwargs={
-            "url": request.video.url,
-            "video_id": request.video.video_id,
-            "language": request.language,
-            "model": request.model,
-            "source": request.source,
-            "user_id": user.id,
-            "max_duration": settings.max_duration_for(user.tier),
-        },
+        kwargs=kwargs,
         job_timeout=settings.job_timeout_floor,  # the job extends it once it knows the duration
         result_ttl=settings.result_ttl,
         failure_ttl=settings.result_ttl,
         retry=retry_policy(settings),
-        description=f"transcribe {request.video.url}",
+        description=f"transcribe {request.video.url if request.video else 'upload ' + request.upload.filename}",
         meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
               "quota_period": quota_period, **(extra_meta or {})},
         pipeline=pipeline,
         **CALLBACKS,
     )
+    if request.upload is not None:
+        uploads.put(pipeline if pipeline is not None else queue.connection, job.id, request.upload.data,
+                    settings.result_ttl)
+    return job
 
 
 @dataclass(frozen=True)
@@ -158,8 +171,10 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
     connection = queue.connection
     claim = _IDEMPOTENCY.format(user.id, hashlib.sha256(idempotency_key.encode()).hexdigest())
     # ``source`` only when not the default: a key claimed before sources existed keeps its fingerprint.
-    fields = [request.video.url, request.language, request.model, queue.name]
+    fields = [request.video.url if request.video else None, request.language, request.model, queue.name]
     fields += [request.source] if request.source != "whisper" else []
+    fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
+    fields += [request.options.as_job()] if request.options.as_job() else []
     fingerprint = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
     with connection.pipeline() as pipe:
         while True:
@@ -242,6 +257,7 @@ def describe_job(job: Job) -> schemas.JobStatus:
         "queue": job.origin,
         "youtube_url": kwargs.get("url"),
         "video_id": kwargs.get("video_id"),
+        **({"filename": kwargs["upload"]["filename"]} if kwargs.get("upload") else {}),
         "language": kwargs.get("language") or "auto",
         "model": kwargs.get("model"),
         "source": kwargs.get("source", "whisper"),  # jobs enqueued before sources existed
@@ -282,6 +298,26 @@ def describe_job(job: Job) -> schemas.JobStatus:
     return schemas.JobStatus.model_validate(body)
 
 
+#: RQ's statuses of a job that has ended for good (a failed attempt that will be retried is scheduled or queued).
+_ENDED = {JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value}
+
+
+def wait_for_end(connection: Redis, job: Job, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``job`` to end; say whether it did.
+
+    Woken by Redis each time the job's record changes (keyspace notifications,
+    ``app.core.notifications``), not by polling: under gunicorn's gevent workers the wait holds a
+    greenlet and a Redis connection, not a process.
+    """
+    key = job.key.decode()
+
+    def ended() -> bool:
+        status = connection.hget(key, "status")
+        return status is None or status.decode() in _ENDED  # None: the record is gone (expired, deleted)
+
+    return wait_until(connection, [key], ended, timeout)
+
+
 def poll_again(status: schemas.JobStatus) -> int | None:
     """Seconds after which a job that has not ended is worth asking about again: the status answer's
     ``Retry-After`` (docs/api.md). None once the job ended.
@@ -320,6 +356,7 @@ def cancel_job(connection: Redis, job: Job) -> str:
     if waiting:
         connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
         job.cancel()
+        uploads.discard(connection, job.id)
         refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
         record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"

@@ -57,7 +57,20 @@ class StoredDocument(BaseModel):
 # --- requests --------------------------------------------------------------------------------
 
 
-class SubmitBody(Request):
+class EngineFields(Request):
+    """What a request may ask of the engine (``app.core.options.EngineOptions``)."""
+
+    task: Literal["transcribe", "translate"] = Field("transcribe", description=(
+        "`translate`: write the speech, in any language, in English (multilingual models only)."))
+    prompt: str | None = Field(None, max_length=2000, description=(
+        "Text Whisper reads as if it came before the audio: names and spellings to follow, a style of punctuation."))
+    temperature: float | None = Field(None, ge=0, le=1, description=(
+        "Sampling temperature, 0 to 1 (default: the server's, 0 unless `WHISPER_TEMPERATURE_FALLBACK`). Higher is "
+        "more random."))
+    word_timestamps: bool = Field(False, description="Keep each word's start and end (`segments[].words`).")
+
+
+class SubmitBody(EngineFields):
     """A video to transcribe."""
 
     youtube_url: str = Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri"}, description=(
@@ -72,6 +85,15 @@ class SubmitBody(Request):
         "when it has none in the language) or `auto` (its manual captions when it has them, else Whisper). "
         "Automatic captions are never used. The captions' language: `language` if given, else the video's "
         "language, else its only track, else English."))
+
+
+class UploadForm(EngineFields):
+    """The fields that come with an uploaded `file` (`multipart/form-data`), as text."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    language: str = Field(AUTO, description="As for a URL.")
+    model: str | None = Field(None, description="As for a URL.")
 
 
 class BatchBody(Request):
@@ -150,6 +172,7 @@ class JobStatus(Document):
     progress: int = Field(ge=0, le=100)
     queue: QueueName
     youtube_url: str | None
+    filename: str | None = Field(None, description="The uploaded file's name (a job of an uploaded file).")
     video_id: str | None
     language: str
     model: str | None
@@ -172,11 +195,19 @@ class CancelAnswer(Document):
     message: str
 
 
+class Word(StoredDocument):
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
 class Segment(StoredDocument):
     id: int
     start: float
     end: float
     text: str
+    words: list[Word] | None = Field(None, description="With `word_timestamps`: each word and its time.")
 
 
 class Chapter(StoredDocument):
@@ -195,15 +226,18 @@ class Transcript(StoredDocument):
 
     transcription_id: str
     job_id: str
-    source_url: str
+    source_url: str | None = Field(description="The URL transcribed; null for an uploaded file.")
+    filename: str | None = Field(None, description="The uploaded file's name.")
     video_id: str | None
     title: str | None
     channel: str | None = Field(None, description="The video's channel, or its uploader.")
     upload_date: str | None = Field(None, description="The day the video was published, `YYYY-MM-DD`.",
                                     json_schema_extra={"format": "date"})
     language: str = Field(description=(
-        "The language transcribed: the one asked for, else detected; `\"\"` when none was asked for, no speech "
+        "The language spoken: the one asked for, else detected; `\"\"` when none was asked for, no speech "
         "was heard and the model is multilingual."))
+    task: Literal["transcribe", "translate"] = Field("transcribe", description=(
+        "`translate`: the text is in English, whatever `language` was spoken."))
     duration: float = Field(description="Seconds: of the audio (Whisper), or from the video's metadata, else "
                                         "the end of the last caption (captions).")
     source: Literal["whisper", "captions"] = Field("whisper", description=(

@@ -170,6 +170,14 @@ class Settings(BaseSettings):
         "Largest media file a worker downloads, in bytes: checked against the metadata before downloading and "
         "enforced while downloading (the job fails with `file_too_large`)."))
     max_video_duration_free: PositiveInt = Field(3600, description="Longest accepted video for free users, in seconds.")
+    max_upload_bytes: PositiveInt = Field(26_214_400, description=(
+        "Largest audio file a request may upload (`/v1/audio/*`, or `file` on the submit endpoint), in bytes: "
+        "25 MiB, as OpenAI's API. A larger body is refused with 413 before it is read. Uploads wait in Redis "
+        "until their job ends: budget Redis's memory for the jobs in the queues times this."))
+    sync_wait_timeout: PositiveFloat = Field(300.0, description=(
+        "Seconds a request of the OpenAI-compatible API (`/v1/audio/*`) waits for its transcript; after that it "
+        "answers 202 with the job's id and status URL, and the job goes on. Keep it below the timeouts of the "
+        "proxies in front of the API (Heroku's router: 30 s)."))
     quota_free: NonNegativeInt = Field(100, description=(
         "Jobs per calendar month (UTC) for a free user, unless the user has an override."))
     quota_pro: NonNegativeInt = Field(2000, description="Jobs per calendar month for a pro user.")
