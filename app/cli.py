@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from pathlib import Path
 
 import click
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.core.errors import YtcaptionError
+from app.core.formats import FORMATS
 from app.core.jobs import QUEUE_NAMES
 from app.core.logs import configure_logging
 from app.core.schemas import iso
@@ -242,6 +244,39 @@ def keys_revoke(key_id: str) -> None:
     """Revoke the key KEY_ID (see 'keys list'): it stops working at once."""
     key = _services().users.revoke_key(key_id)
     click.echo(f"Revoked {key.key_id} ({key.hint}).")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="URL|FILE...")
+@click.option("--server", envvar="YTCAPTION_SERVER", default="http://127.0.0.1:8000", show_default=True,
+              show_envvar=True, help="The ytcaption server to use.")
+@click.option("--key", envvar="YTCAPTION_API_KEY", show_envvar=True, help="Your API key (required).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="txt", show_default=True,
+              help="The transcript's format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the transcript to this file (a directory with several inputs) instead of stdout.")
+@click.option("--language", help="auto (the default) or an ISO 639-1 code, e.g. en.")
+@click.option("--model", help="One of the server's Whisper models (default: the server's).")
+@click.option("--no-wait", is_flag=True, help="Only submit: print the job ids and exit.")
+def transcribe(inputs: tuple[str, ...], server: str, key: str | None, fmt: str, output: Path | None,
+               language: str | None, model: str | None, no_wait: bool) -> None:
+    """Transcribe YouTube URLs or local audio/video files on a ytcaption server.
+
+    A progress bar per input on stderr; the transcripts on stdout, or in -o. Ctrl-C cancels the jobs.
+    Exits 0 when every transcript was written, 1 when one was not, 130 on Ctrl-C.
+    """
+    if not key:
+        raise click.UsageError("No API key: pass --key or set YTCAPTION_API_KEY "
+                               "(a server's admin creates one with 'ytcaption users create').")
+    # Imported here: rich and the HTTP client are not needed by the other commands.
+    from app.client import Options, transcriber
+
+    options = Options(fmt=fmt, output=output, language=language, model=model, wait=not no_wait)
+    try:
+        client = transcriber(list(inputs), server, key, options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(client.run())
 
 
 def main() -> None:
