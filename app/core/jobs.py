@@ -309,7 +309,7 @@ def wait_for_end(connection: Redis, job: Job, timeout: float) -> bool:
     ``app.core.notifications``), not by polling: under gunicorn's gevent workers the wait holds a
     greenlet and a Redis connection, not a process.
     """
-    key = job.key.decode()
+    key = job.key if isinstance(job.key, str) else job.key.decode()
 
     def ended() -> bool:
         status = connection.hget(key, "status")
