@@ -1,8 +1,9 @@
 """The client behind ``ytcaption transcribe``: submit URLs and files to a server, show progress, write transcripts.
 
 It talks to the server only over HTTP (docs/api.md), as any other client would, so it works against a server on
-another machine. HTTP goes through the standard library's ``urllib.request``: httpx is not among ytcaption's
-runtime dependencies (only the test extra brings it, through openai), and one request a second needs no more.
+another machine. HTTP goes through the standard library (``http.client``; ``Server.exchange`` says why not
+urllib): httpx is not among ytcaption's runtime dependencies (only the test extra brings it, through openai),
+and a request a second needs no more. It connects directly, without the HTTP(S)_PROXY variables.
 
 Progress goes to stderr, so that stdout carries nothing but transcripts: a live bar per input at a terminal
 (rich), one plain line per stage change elsewhere (rich's bars print only their last state when not at a
@@ -11,14 +12,14 @@ terminal).
 
 from __future__ import annotations
 
+import http.client
 import json
 import mimetypes
 import re
+import ssl
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class ServerError(Exception):
         self.message = message
         self.status = status
         self.code = code
+
+    @property
+    def kind(self) -> str:
+        """The server's error code, or what kind of failure it was when it gave none."""
+        return self.code or ("unreachable" if self.status is None else f"http_{self.status}")
 
 
 @dataclass
@@ -143,11 +149,14 @@ class Server:
     """A ytcaption server's API (``/api/v1``), authenticated with one key.
 
     A rate-limited request (429) is sent again after its ``Retry-After``; any other refusal raises
-    ``ServerError`` with the server's sentence.
+    ``ServerError`` with the server's sentence. ``ValueError`` for an address that is not an http(s) URL.
     """
 
     def __init__(self, base_url: str, api_key: str, on_wait: Callable[[str], None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.parts = urllib.parse.urlsplit(self.base_url)
+        if self.parts.scheme not in ("http", "https") or not self.parts.hostname:
+            raise ValueError(f"--server {base_url!r} is not an http(s) URL such as {DEFAULT_SERVER}.")
         self.api_key = api_key
         #: Told when a 429 makes the client wait, so that a bar standing still for a minute is explained.
         self.on_wait = on_wait
@@ -155,41 +164,58 @@ class Server:
     def request(self, method: str, path: str, *, payload: dict | None = None, upload: Upload | None = None,
                 timeout: float = TIMEOUT) -> Answer:
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
-        url = f"{self.base_url}/api/v1{path}"
+        body: bytes | Upload | None = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        elif upload is not None:
+            body = upload
+            headers["Content-Type"] = upload.content_type
+            headers["Content-Length"] = str(upload.length)
         while True:
-            data: bytes | Upload | None = None
-            if payload is not None:
-                data = json.dumps(payload).encode()
-                headers["Content-Type"] = "application/json"
-            elif upload is not None:
-                data = upload
-                headers["Content-Type"] = upload.content_type
-                headers["Content-Length"] = str(upload.length)
-            request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            answer = self.exchange(method, f"{self.parts.path}/api/v1{path}", headers, body, timeout)
+            if 200 <= answer.status < 300:
+                return answer
+            if answer.status != 429:
+                raise error_from(answer)
+            seconds = retry_after(answer.headers)
+            if self.on_wait:
+                self.on_wait(f"Rate limited by the server: waiting {seconds:g} s ({error_from(answer).message})")
+            time.sleep(seconds)
+
+    def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes | Upload | None,
+                 timeout: float) -> Answer:
+        """One request and its answer, over a connection of its own.
+
+        http.client rather than urllib.request: urllib sends ``Connection: close``, and a server that refuses
+        an upload too large then stops reading and resets the connection while the file is still being sent.
+        The answer it sent first is still there to read, and is read.
+        """
+        if self.parts.scheme == "https":
+            connection = http.client.HTTPSConnection(self.parts.hostname, self.parts.port, timeout=timeout,
+                                                     context=ssl.create_default_context())
+        else:
+            connection = http.client.HTTPConnection(self.parts.hostname, self.parts.port, timeout=timeout)
+        try:
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    return Answer(response.status, response.headers, response.read())
-            except urllib.error.HTTPError as error:
-                with error:
-                    answer = Answer(error.code, error.headers, error.read())
-                if answer.status == 429:
-                    seconds = retry_after(answer.headers)
-                    if self.on_wait:
-                        reason = error_from(answer).message
-                        self.on_wait(f"Rate limited by the server: waiting {seconds:g} s ({reason})")
-                    time.sleep(seconds)
-                    continue
-                raise error_from(answer) from None
-            except urllib.error.URLError as error:
-                reason = error.reason
-                if upload is not None and isinstance(reason, (BrokenPipeError, ConnectionResetError)):
-                    # The server stopped reading and closed: what it does with a body larger than it accepts.
+                connection.request(method, target, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                if connection.sock is None:  # not connected: nothing to read an answer from
+                    raise
+            try:
+                response = connection.getresponse()
+                return Answer(response.status, response.headers, response.read())
+            except (OSError, http.client.HTTPException) as error:
+                if isinstance(body, Upload):
                     raise ServerError(
-                        f"The server closed the connection during the upload of {upload.path.name} "
-                        f"({upload.length / 1e6:.1f} MB): it may be larger than the server accepts.") from None
-                raise ServerError(f"Cannot reach the ytcaption server at {self.base_url} ({reason}).") from None
-            except (OSError, ValueError) as error:  # a reset or a timeout after the request was sent
+                        f"The server closed the connection during the upload of {body.path.name} "
+                        f"({body.length / 1e6:.1f} MB) without an answer ({error}).") from None
                 raise ServerError(f"No answer from the ytcaption server at {self.base_url} ({error}).") from None
+        except OSError as error:  # refused, unknown host, timeout while connecting
+            reason = error.strerror or str(error) or type(error).__name__
+            raise ServerError(f"Cannot reach the ytcaption server at {self.base_url} ({reason}).") from None
+        finally:
+            connection.close()
 
     def submit_url(self, url: str, options: dict[str, str]) -> str:
         return self.request("POST", "/transcribe/async/submit", payload={"youtube_url": url, **options}).json()[
@@ -439,7 +465,7 @@ class Transcriber:
                 self.batch_id, job_ids = self.server.submit_batch([item.source for item in urls], options)
             except ServerError as error:
                 for item in urls:
-                    item.error = f"{error.code or 'refused'}: {error.message}"
+                    item.error = f"{error.kind}: {error.message}"
                     display.show(item)
             else:
                 for item, job_id in zip(urls, job_ids):
@@ -463,7 +489,7 @@ class Transcriber:
         try:
             job_id = send()
         except ServerError as error:
-            item.error = f"{error.code or 'refused'}: {error.message}"
+            item.error = f"{error.kind}: {error.message}"
             display.show(item)
         else:
             self.submitted(item, job_id, display)
@@ -521,14 +547,14 @@ class Transcriber:
                 item.failing_since = item.failing_since or now
                 item.detail, item.next_poll = "no answer from the server, asking again", now + 2 * DEFAULT_POLL
             else:
-                item.error = f"{error.code or 'unreachable'}: {error.message}"
+                item.error = f"{error.kind}: {error.message}"
 
     def fetch(self, item: Item) -> None:
         """Download a completed job's transcript; write it to its file now, or keep it for stdout."""
         try:
             text = self.server.transcript(item.transcription_id, self.options.fmt)
         except ServerError as error:
-            item.error = f"{error.code or 'unreachable'}: {error.message}"
+            item.error = f"{error.kind}: {error.message}"
             return
         target = self.options.output
         if self.directory is not None:

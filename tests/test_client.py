@@ -184,6 +184,20 @@ def test_a_429_is_waited_out_and_the_transcript_still_comes(config, worker, medi
     assert says("fox.m4a", result.stdout), result.stdout
 
 
+def test_a_local_file_is_uploaded_with_its_options_and_transcribed(env, worker, tmp_path):
+    recording = tmp_path / "my recording.m4a"
+    shutil.copy(FIXTURES / "fox.m4a", recording)
+    target = tmp_path / "fox.json"
+    result = transcribe(env, str(recording), "--language", "en", "--format", "json", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "my_recording: submitting (0%)" and "my_recording: uploading" in lines[1], lines
+    assert lines[-1] == f"my_recording: written to {target} (100%)", lines
+    document = json.loads(target.read_text())
+    assert (document["filename"], document["language"]) == ("my recording.m4a", "en"), document
+    assert says("fox.m4a", document["text"]), document["text"]
+
+
 # --- with a server only ----------------------------------------------------------------------------------
 
 
@@ -196,6 +210,21 @@ def test_no_wait_prints_job_ids_the_server_knows(env, media_server):
     statuses = [job_status(env["YTCAPTION_SERVER"], headers_of(env), job_id) for job_id in job_ids]
     assert [status["youtube_url"] for status in statuses] == urls
     assert all(status["status"] == "pending" for status in statuses)  # no worker runs
+
+
+def test_an_upload_over_the_servers_limit_gets_its_413_sentence(config, tmp_path):
+    """3 MB against a cap of 100 kB: more than the sockets' buffers hold, so the server's refusal comes while
+    the client is still sending, and must still reach the person."""
+    process = start_api(port := free_port(), env={**os.environ, "MAX_UPLOAD_BYTES": "100000"})
+    try:
+        env = {**os.environ, "YTCAPTION_SERVER": f"http://127.0.0.1:{port}", "YTCAPTION_API_KEY": create_user()}
+        (tmp_path / "long.mp3").write_bytes(os.urandom(3_000_000))
+        result = transcribe(env, str(tmp_path / "long.mp3"))
+    finally:
+        stop_process(process)
+    assert result.returncode == 1
+    assert ("Error: " + str(tmp_path / "long.mp3") + ": upload_too_large: The upload is larger than 100,000 bytes"
+            in result.stderr), result.stderr
 
 
 def test_an_unknown_key_gets_the_servers_own_sentence(env, media_server):
