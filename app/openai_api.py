@@ -21,7 +21,7 @@ from rq.job import Job
 
 from app.auth import add_response_headers, authenticated, current_user
 from app.core import schemas
-from app.core.errors import BadRequest, NotFound, YtcaptionError
+from app.core.errors import InvalidParameter, NotFound, YtcaptionError
 from app.core.formats import to_srt, to_vtt
 from app.core.jobs import describe_job, public_status, queue_for_tier, submit_transcription, wait_for_end
 from app.core.languages import AUTO, LANGUAGE_NAMES
@@ -55,16 +55,6 @@ _FIELDS = {"transcribe": {"model", "language", "prompt", "response_format", "tem
 #: A job's failure that is the request's fault: its status code here (other failures are the server's, 500).
 _CLIENT_FAILURES = {"undecodable_media": 400, "no_audio": 400, "video_too_long": 400, "model_cannot_translate": 400,
                     "cancelled": 409}
-
-
-class InvalidParameter(BadRequest):
-    """A form field of the OpenAI-compatible API with a value it does not take (``param`` names it)."""
-
-    code = "invalid_value"
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class TranscriptionFailed(YtcaptionError):

@@ -48,8 +48,10 @@ def write_wav(path: Path, audio: np.ndarray) -> str:
 
 
 class Word:
-    def __init__(self, start: float, end: float, word: str) -> None:
-        self.start, self.end, self.word = start, end, word
+    """A word as faster-whisper gives it."""
+
+    def __init__(self, start: float, end: float, word: str, probability: float = 0.9) -> None:
+        self.start, self.end, self.word, self.probability = start, end, word, probability
 
 
 def test_batched_decoding_gathers_speech_into_windows_of_30_s():
@@ -62,10 +64,11 @@ def test_a_window_is_cut_into_sentences_by_its_words():
     words = [Word(0.0, 0.4, " Good"), Word(0.5, 1.0, " morning."), Word(1.2, 1.5, " Trains"), Word(1.6, 2.0, " ran"),
              Word(3.5, 3.9, " then"), Word(4.0, 4.5, " stopped?"), *(Word(5 + i, 5.5 + i, " on") for i in range(20))]
     cut = list(sentences(words, pause=1.0, longest=15.0))
-    assert [text for _, _, text in cut[:3]] == [" Good morning.", " Trains ran", " then stopped?"]
+    assert [segment.text for segment in cut[:3]] == [" Good morning.", " Trains ran", " then stopped?"]
     assert cut[0][:2] == (0.0, 1.0) and cut[1][:2] == (1.2, 2.0)
-    assert all(end - start <= 15.0 for start, end, _ in cut)
-    assert "".join(text for _, _, text in cut) == "".join(word.word for word in words)  # no word lost or doubled
+    assert all(segment.end - segment.start <= 15.0 for segment in cut)
+    assert "".join(segment.text for segment in cut) == "".join(word.word for word in words)  # none lost or doubled
+    assert [word.word for word in cut[1].words] == [" Trains", " ran"], "each segment keeps its words"
     assert list(sentences([])) == []
 
 

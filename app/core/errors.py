@@ -106,6 +106,16 @@ class MissingFile(BadRequest):
     default_message = "Send the audio as the 'file' part of a multipart/form-data body."
 
 
+class InvalidParameter(BadRequest):
+    """`/v1/audio/*`: a form field OpenAI's API has not, or a value it does not take; `param` names the field."""
+
+    code = "invalid_value"
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class UploadTooLarge(YtcaptionError):
     """The uploaded file (or the request body) is larger than `MAX_UPLOAD_BYTES`."""
 
