@@ -45,5 +45,7 @@ def read_upload(settings: Settings, field: str = "file") -> tuple[dict[str, str]
         raise MissingFile(f"The '{field}' part is empty.")
     singles = {name: form[name] for name in form if not name.endswith("[]")}
     lists = [(name, value) for name in form if name.endswith("[]") for value in form.getlist(name)]
-    filename = (part.filename or "audio").replace("\\", "/").rsplit("/", 1)[-1][:255] or "audio"
+    # The file's own name, without a client's directories or control characters (it is shown and logged).
+    name = (part.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    filename = "".join(char for char in name if char.isprintable())[:255] or "audio"
     return singles, lists, Upload(filename=filename, data=data)

@@ -134,3 +134,9 @@ def test_the_job_carries_the_file_by_reference_only(client, make_user, redis):
     assert job.kwargs["upload"] == {"filename": "talk.wav", "bytes": 5004}
     assert job.kwargs["options"] == {"word_timestamps": True}
     assert len(json.dumps(job.kwargs)) < 500
+
+
+def test_a_files_name_loses_its_directories_and_control_characters(client, make_user):
+    _, headers = make_user()
+    job_id = upload(client, headers, b"x" * 100, "../../etc/pass\twd\x1b[31m.mp3").get_json()["job_id"]
+    assert status(client, headers, job_id)["filename"] == "passwd[31m.mp3"
