@@ -349,9 +349,12 @@ class Display:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live = console.is_terminal and not console.is_dumb_terminal
+        # Bounded columns: past the terminal's width rich would squeeze out the names and bars instead.
         self.progress = Progress(
-            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=30)),
-            BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[stage]}"),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=24)),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10, max_width=40)),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[stage]}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=36)),
             TimeElapsedColumn(), console=console, redirect_stdout=False, redirect_stderr=False,
             refresh_per_second=4, disable=not self.live)
         self.tasks: dict[int, int] = {}
@@ -365,10 +368,11 @@ class Display:
         self.progress.stop()
 
     def stage_text(self, item: Item) -> str:
+        """The stage; once ended, the error's type, or where the transcript went (a bar has room for a file name)."""
         if item.error is not None:
             return item.error.split(":", 1)[0]
         if item.written_to is not None:
-            return f"written to {item.written_to}"
+            return f"written to {item.written_to.name if self.live else item.written_to}"
         return f"{item.stage} ({item.detail})" if item.detail else item.stage
 
     def show(self, item: Item) -> None:
