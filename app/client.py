@@ -576,15 +576,16 @@ class Transcriber:
     def cancel(self) -> int:
         """Ctrl-C: cancel on the server every job that has not ended, and say so."""
         running = [item for item in self.items if item.job_id is not None and not item.ended]
-        for item in running:
-            try:
-                answer = self.server.cancel(item.job_id)
-                state = "cancelled" if answer.get("status") == "cancelled" else "being stopped"
-                self.say(f"Interrupted: job {item.job_id} ({item.name}) {state}.")
-            except ServerError as error:
-                self.say(f"Interrupted: job {item.job_id} ({item.name}) not cancelled: {error.message}")
-            except KeyboardInterrupt:  # Ctrl-C again: stop asking
-                break
+        try:
+            for item in running:
+                try:
+                    answer = self.server.cancel(item.job_id)
+                    state = "cancelled" if answer.get("status") == "cancelled" else "being stopped"
+                    self.say(f"Interrupted: job {item.job_id} ({item.name}) {state}.")
+                except ServerError as error:
+                    self.say(f"Interrupted: job {item.job_id} ({item.name}) not cancelled: {error.message}")
+        except KeyboardInterrupt:  # Ctrl-C again: stop asking
+            self.say("Interrupted again: the jobs not yet cancelled go on.")
         if not running:
             self.say("Interrupted.")
         return INTERRUPTED
