@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import mimetypes
+import os
 import re
 import ssl
 import sys
@@ -33,14 +34,12 @@ from rich.table import Column
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
-#: The job states after which nothing changes any more.
-ENDED = ("completed", "failed", "cancelled")
-
 #: Exit status after Ctrl-C, as a shell reports a command killed by SIGINT (128 + 2).
 INTERRUPTED = 130
 
-#: How long to wait for an answer to one request; an upload gets longer per block.
+#: Seconds a request may wait on the network (to connect, to send a block, for the answer).
 TIMEOUT = 30.0
+UPLOAD_TIMEOUT = 120.0
 
 #: Seconds between polls when the server does not say (the status answer's Retry-After is 1 s).
 DEFAULT_POLL = 1.0
@@ -178,7 +177,7 @@ class Server:
                 return answer
             if answer.status != 429:
                 raise error_from(answer)
-            seconds = retry_after(answer.headers)
+            seconds = max(DEFAULT_POLL, retry_after(answer.headers))  # "0" at a minute's end: no busy loop
             if self.on_wait:
                 self.on_wait(f"Rate limited by the server: waiting {seconds:g} s ({error_from(answer).message})")
             time.sleep(seconds)
@@ -187,9 +186,10 @@ class Server:
                  timeout: float) -> Answer:
         """One request and its answer, over a connection of its own.
 
-        http.client rather than urllib.request: urllib sends ``Connection: close``, and a server that refuses
-        an upload too large then stops reading and resets the connection while the file is still being sent.
-        The answer it sent first is still there to read, and is read.
+        http.client rather than urllib.request: urllib sends ``Connection: close``, and gunicorn, refusing an
+        upload too large (413) on such a connection, stops reading and resets it while the file is still being
+        sent: urllib reports only the reset. Here the connection stays open (gunicorn reads the rest and
+        answers), and even after a reset the answer sent before it is read.
         """
         if self.parts.scheme == "https":
             connection = http.client.HTTPSConnection(self.parts.hostname, self.parts.port, timeout=timeout,
@@ -218,14 +218,15 @@ class Server:
             connection.close()
 
     def submit_url(self, url: str, options: dict[str, str]) -> str:
-        return self.request("POST", "/transcribe/async/submit", payload={"youtube_url": url, **options}).json()[
-            "job_id"]
+        answer = self.request("POST", "/transcribe/async/submit", payload={"youtube_url": url, **options})
+        return answer.json()["job_id"]
 
     def submit_file(self, path: Path, options: dict[str, str], on_block: Callable[[int, int], None]) -> str:
-        upload = Upload(path, options, on_block)
-        # Sending the file can take long on a slow link; the timeout is per block, not for the whole body.
-        return self.request("POST", "/transcribe/async/submit", upload=upload, timeout=max(TIMEOUT, 120)).json()[
-            "job_id"]
+        # The timeout is per socket operation, not for the whole body; the server may take a while to answer
+        # once the whole file is there.
+        answer = self.request("POST", "/transcribe/async/submit", upload=Upload(path, options, on_block),
+                              timeout=UPLOAD_TIMEOUT)
+        return answer.json()["job_id"]
 
     def submit_batch(self, urls: list[str], options: dict[str, str]) -> tuple[str, list[str]]:
         answer = self.request("POST", "/transcribe/async/batch",
@@ -252,7 +253,7 @@ class Server:
 # --- the inputs --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # each input is itself, whatever its fields
 class Item:
     """One input of the command line, and its job as far as the client knows it."""
 
@@ -330,6 +331,8 @@ def make_items(sources: list[str]) -> list[Item]:
             if not path.is_file():
                 hint = " (a URL starts with https://)" if not path.exists() and "." in source.split("/")[0] else ""
                 raise ValueError(f"{source!r} is neither an http(s) URL nor a file{hint}.")
+            if not os.access(path, os.R_OK):
+                raise ValueError(f"{source!r} cannot be read (permission denied).")
         name = base = name_for(source, path)
         counter = 1
         while name in taken:
