@@ -168,7 +168,7 @@ audio = decode_audio(sys.argv[1], sampling_rate=16000)
 wrapped = DropsTheSecondWindow()
 decoded = decode(model if settings.whisper_batch_size else wrapped, audio, language=None, settings=settings,
                  on_progress=lambda fraction: None)
-print(json.dumps({"segments": decoded.segments, "redecoded": decoded.redecoded, "calls": wrapped.calls}))
+print(json.dumps({"segments": [segment[:3] for segment in decoded.segments], "redecoded": decoded.redecoded, "calls": wrapped.calls}))
 """
 
 
