@@ -61,6 +61,19 @@ LOST_AFTER = 20
 NOT_RUNNING = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.SCHEDULED, JobStatus.QUEUED,
                JobStatus.DEFERRED, JobStatus.FINISHED}
 
+# Claim a piece for ARGV[1] (for ARGV[2] s) while its audio is there: once it is gone, the piece was transcribed,
+# or its parent ended and deleted its keys, and a claim then would be left behind. True if ARGV[1] had it already.
+_CLAIM = """
+local claimant = redis.call('GET', KEYS[1])
+if claimant then
+    if claimant == ARGV[1] then return 1 end
+    return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 # Set the claim to ARGV[2] if it is ARGV[1] (a take-over), atomically.
 _TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -93,11 +106,10 @@ class PieceStore:
         return self.connection.get(self._key(index, "audio"))
 
     def claim(self, index: int, owner: str) -> bool:
-        """Claim the piece for ``owner``; true also if it already had it (a retry of the same job)."""
-        key = self._key(index, "claim")
-        if self.connection.set(key, owner, nx=True, ex=self.ttl):
-            return True
-        return self.connection.get(key) == owner.encode()
+        """Claim the piece for ``owner`` if nobody has and its audio is still there; true also if it already
+        had it (a retry of the same job)."""
+        return bool(self.connection.eval(_CLAIM, 2, self._key(index, "claim"), self._key(index, "audio"), owner,
+                                         self.ttl))
 
     def claimant(self, index: int) -> str | None:
         value = self.connection.get(self._key(index, "claim"))
