@@ -17,7 +17,9 @@ ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Environment variables the docs name that are not ytcaption's settings.
 # YTCAPTION_EXTRAS: docker-compose.yml's build argument (the pip extras of the image), read by compose only.
-OTHER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME", "ADMIN_KEY", "KEY_ID", "MAX_JOBS", "YTCAPTION_EXTRAS"}
+OTHER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR", "XDG_CACHE_HOME", "ADMIN_KEY", "KEY_ID", "MAX_JOBS", "YTCAPTION_EXTRAS",
+                   # the client's (`ytcaption transcribe`, docs/client.md), not the server's
+                   "YTCAPTION_SERVER", "YTCAPTION_API_KEY"}
 
 
 def shell_lines(path: Path) -> list[str]:
