@@ -24,8 +24,8 @@ SECTION = "waiting"
 
 
 def run(runs: int, keep: bool = False) -> Report:
-    import httpx
     import openai
+    import requests
     from rq.job import Job
 
     report = Report(mode=f"{runs} runs", machine={})
@@ -36,7 +36,8 @@ def run(runs: int, keep: bool = False) -> Report:
         api, key = h.api(), h.api_key()
         h.start_workers("worker", 1, ["express"], queue="express")
         sdk = openai.OpenAI(base_url=api + "/v1", api_key=key, max_retries=0)
-        http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {key}"
 
         def ended_at(job_id: str) -> float:
             return Job.fetch(job_id, connection=h.redis).ended_at.replace(tzinfo=timezone.utc).timestamp()
@@ -51,13 +52,14 @@ def run(runs: int, keep: bool = False) -> Report:
 
         def polling(name: str, data: bytes) -> tuple[float, float]:
             started = time.perf_counter()
-            accepted = http.post("/api/v1/transcribe/async/submit", files={"file": (name, data)})
+            accepted = http.post(f"{api}/api/v1/transcribe/async/submit", files={"file": (name, data)}, timeout=60)
             if accepted.status_code != 202:
                 raise BenchError(f"the submit answered {accepted.status_code}: {accepted.text[:200]}")
             job_id = accepted.json()["job_id"]
-            while (status := http.get(accepted.json()["status_url"])).json()["status"] not in ("completed", "failed"):
+            status_url = api + accepted.json()["status_url"]
+            while (status := http.get(status_url, timeout=60)).json()["status"] not in ("completed", "failed"):
                 time.sleep(float(status.headers.get("Retry-After", 1)))
-            transcript = http.get(f"/api/v1/transcriptions/{job_id}", params={"format": "json"})
+            transcript = http.get(f"{api}/api/v1/transcriptions/{job_id}", params={"format": "json"}, timeout=60)
             had, wall = datetime.now(timezone.utc).timestamp(), time.perf_counter() - started
             if transcript.status_code != 200:
                 raise BenchError(f"the job did not complete: {status.json()}")
