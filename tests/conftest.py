@@ -226,6 +226,30 @@ def make_user(services):
     return make
 
 
+# --- real processes: gunicorn, `ytcaption worker` -----------------------------------------------
+
+
+@pytest.fixture
+def api_url(config):
+    """gunicorn serving the API on a free port, with this test's settings."""
+    from tests.helpers import start_api, stop_process
+
+    port = free_port()
+    process = start_api(port)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(process)
+
+
+@pytest.fixture
+def worker_process(config, redis):
+    """A real `ytcaption worker` process on all queues."""
+    from tests.helpers import start_worker, stop_process
+
+    process = start_worker(redis)
+    yield process
+    stop_process(process)
+
+
 # --- workers ------------------------------------------------------------------------------------
 
 

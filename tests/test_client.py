@@ -22,7 +22,6 @@ from tests.helpers import (
     http,
     job_status,
     start_api,
-    start_worker,
     stop_process,
     wait_for,
     word_error_rate,
@@ -37,20 +36,6 @@ GAP = r"(?:\s|\x1b\[[0-9;]*m)+"
 
 #: Generous: the machine may be slow and busy with other tests.
 TIMEOUT = 180
-
-
-@pytest.fixture
-def api_url(config):
-    process = start_api(port := free_port())
-    yield f"http://127.0.0.1:{port}"
-    stop_process(process)
-
-
-@pytest.fixture
-def worker(config, redis):
-    process = start_worker(redis)
-    yield process
-    stop_process(process)
 
 
 def create_user(tier: str = "pro", env: dict | None = None) -> str:
@@ -106,7 +91,7 @@ def subtitle_text(subtitles: str) -> str:
 # --- with a server and a worker --------------------------------------------------------------------------
 
 
-def test_a_terminal_sees_a_live_bar_with_stage_and_percent_and_gets_srt(env, worker, media_server, tmp_path):
+def test_a_terminal_sees_a_live_bar_with_stage_and_percent_and_gets_srt(env, worker_process, media_server, tmp_path):
     target = tmp_path / "lecture.srt"
     # 13 blocks of 4 KiB, 0.3 s apart: the download lasts about 4 s, long enough for a poll a second to see it.
     child = spawn(env, media_server.url("lecture.webm", delay=0.3), "--format", "srt", "-o", str(target))
@@ -122,7 +107,7 @@ def test_a_terminal_sees_a_live_bar_with_stage_and_percent_and_gets_srt(env, wor
     assert says("lecture.webm", subtitle_text(srt)), srt
 
 
-def test_without_a_terminal_stages_are_plain_lines_and_the_transcript_goes_to_stdout(env, worker, media_server):
+def test_without_a_terminal_stages_are_plain_lines_and_the_transcript_goes_to_stdout(env, worker_process, media_server):
     result = transcribe(env, media_server.url("fox.m4a", delay=0.05))
     assert result.returncode == 0, result.stderr
     assert says("fox.m4a", result.stdout), result.stdout
@@ -133,7 +118,7 @@ def test_without_a_terminal_stages_are_plain_lines_and_the_transcript_goes_to_st
     assert len(lines) == len(set(lines)), "a line per stage change, not one per poll"
 
 
-def test_several_inputs_have_a_bar_each_and_a_file_each_in_the_directory(env, worker, media_server, tmp_path):
+def test_several_inputs_have_a_bar_each_and_a_file_each_in_the_directory(env, worker_process, media_server, tmp_path):
     directory = tmp_path / "out" / "subtitles"  # made by the command
     child = spawn(env, media_server.url("fox.m4a", delay=0.05), media_server.url("queue.webm", delay=0.05),
                   "--format", "vtt", "-o", str(directory))
@@ -148,7 +133,7 @@ def test_several_inputs_have_a_bar_each_and_a_file_each_in_the_directory(env, wo
         assert says(fixture, subtitle_text(vtt)), vtt
 
 
-def test_a_failed_input_is_reported_with_its_error_and_the_other_is_still_written(env, worker, media_server,
+def test_a_failed_input_is_reported_with_its_error_and_the_other_is_still_written(env, worker_process, media_server,
                                                                                    tmp_path):
     missing = media_server.url("no-such-video.webm")
     result = transcribe(env, media_server.url("fox.m4a"), missing, "-o", str(tmp_path / "out"))
@@ -159,7 +144,7 @@ def test_a_failed_input_is_reported_with_its_error_and_the_other_is_still_writte
     assert says("fox.m4a", (tmp_path / "out" / "fox.txt").read_text())
 
 
-def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(env, worker, media_server):
+def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(env, worker_process, media_server):
     # 13 blocks of 4 KiB, 0.5 s apart: the download takes more than 6 s.
     child = spawn(env, media_server.url("lecture.webm", delay=0.5))
     child.expect(rf"\d+%{GAP}downloading")
@@ -171,7 +156,7 @@ def test_ctrl_c_cancels_the_job_on_the_server_and_exits_130(env, worker, media_s
              timeout=TIMEOUT, message="the job to be cancelled")
 
 
-def test_a_429_is_waited_out_and_the_transcript_still_comes(config, worker, media_server):
+def test_a_429_is_waited_out_and_the_transcript_still_comes(config, worker_process, media_server):
     """Three requests a minute: submit, a first poll, a second one... the fourth waits for the next minute."""
     process = start_api(port := free_port(), env={**os.environ, "RATE_LIMIT_PRO": "3"})
     try:
@@ -184,7 +169,7 @@ def test_a_429_is_waited_out_and_the_transcript_still_comes(config, worker, medi
     assert says("fox.m4a", result.stdout), result.stdout
 
 
-def test_a_local_file_is_uploaded_with_its_options_and_transcribed(env, worker, tmp_path):
+def test_a_local_file_is_uploaded_with_its_options_and_transcribed(env, worker_process, tmp_path):
     recording = tmp_path / "my recording.m4a"
     shutil.copy(FIXTURES / "fox.m4a", recording)
     target = tmp_path / "fox.json"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from redis import Redis
 from rq.job import Job
 
@@ -17,29 +16,11 @@ from tests.helpers import (
     http,
     job_status,
     poll_until_done,
-    start_api,
-    start_worker,
     stop_process,
     wait_for,
     word_error_rate,
     ytcaption_command,
 )
-
-
-@pytest.fixture
-def api_url(config):
-    port = free_port()
-    process = start_api(port)
-    yield f"http://127.0.0.1:{port}"
-    stop_process(process)
-
-
-@pytest.fixture
-def worker_process(config, redis):
-    """A real `ytcaption worker` process on all queues."""
-    process = start_worker(redis)
-    yield process
-    stop_process(process)
 
 
 def create_user(tier: str, email: str) -> str:
