@@ -110,6 +110,14 @@ def test_translation_names_the_models_that_can(make_client, make_user, tmp_path)
     assert "choose one of: base" in response.get_json()["message"]
 
 
+def test_captions_are_not_translated(make_client, make_user, tmp_path):
+    client = make_client(WHISPER_ALLOWED_MODELS=f"base={tmp_path}")
+    _, headers = make_user()
+    response = client.post(SUBMIT, headers=headers, json={"youtube_url": "https://youtu.be/jNQXAC9IVRw",
+                                                          "task": "translate", "model": "base", "source": "auto"})
+    assert response.status_code == 400 and "source 'whisper'" in response.get_json()["message"]
+
+
 def test_a_cancelled_upload_never_runs_and_its_audio_is_deleted(client, make_user, redis):
     _, headers = make_user()
     job_id = upload(client, headers, (FIXTURES / "fox.m4a").read_bytes()).get_json()["job_id"]

@@ -61,6 +61,8 @@ def parse_submit(payload: Any, settings: Settings) -> TranscriptionRequest:
 def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
     """Apply ytcaption's rules (URL policy, model, language) to a well-formed body."""
     video = parse_video_url(body.youtube_url, settings.allowed_url_hosts)
+    if body.task == "translate" and body.source != "whisper":
+        raise ValidationFailed("task 'translate' needs source 'whisper': a video's captions are read as they are.")
     model = check_model(body.model, settings)
     # Captions only never reach the model: its language does not limit theirs.
     language = check_language(body.language, model if body.source != "captions" else None)
