@@ -49,12 +49,11 @@ OPENAI_MODEL = "whisper-1"
 WHISPER_RELEASED = int(datetime(2022, 9, 21, tzinfo=timezone.utc).timestamp())
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("word", "segment")
-#: The form fields each endpoint reads; any other is refused (``stream`` only as false: answers are whole).
-_FIELDS = {"transcribe": {"model", "language", "prompt", "response_format", "temperature", "stream"},
-           "translate": {"model", "language", "prompt", "response_format", "temperature", "stream"}}
+#: The form fields both endpoints read besides ``file`` and ``timestamp_granularities[]``; any other is refused
+#: (``stream`` only as false: answers are whole; ``language`` on a translation: the language spoken).
+_FIELDS = {"model", "language", "prompt", "response_format", "temperature", "stream"}
 #: A job's failure that is the request's fault: its status code here (other failures are the server's, 500).
-_CLIENT_FAILURES = {"undecodable_media": 400, "no_audio": 400, "video_too_long": 400, "model_cannot_translate": 400,
-                    "cancelled": 409}
+_CLIENT_FAILURES = {"undecodable_media": 400, "no_audio": 400, "video_too_long": 400, "cancelled": 409}
 
 
 class TranscriptionFailed(YtcaptionError):
@@ -118,7 +117,7 @@ def _transcribe(task: str):
     if not wait_for_end(svc.redis, job, settings.sync_wait_timeout):
         accepted = schemas.Accepted(
             job_id=job.id, status="accepted", queue=job.origin, status_url=status_url,
-            message=f"Still transcribing after {settings.sync_wait_timeout:g} s (SYNC_WAIT_TIMEOUT); "
+            message=f"The job has not ended after {settings.sync_wait_timeout:g} s (SYNC_WAIT_TIMEOUT); "
                     f"poll its status, then fetch the transcript.")
         return accepted.model_dump(mode="json"), 202, {"Location": status_url, **headers}
 
@@ -138,7 +137,7 @@ def _transcribe(task: str):
 def _read_form(form: dict[str, str], lists: list[tuple[str, str]], task: str,
                settings: Settings) -> tuple[str, set[str], dict[str, Any]]:
     """OpenAI's fields as ytcaption's upload form: the response format, the timestamp granularities, the fields."""
-    unknown = sorted(set(form) - _FIELDS[task]) + sorted({name for name, _ in lists} - {"timestamp_granularities[]"})
+    unknown = sorted(set(form) - _FIELDS) + sorted({name for name, _ in lists} - {"timestamp_granularities[]"})
     if unknown:
         raise InvalidParameter(f"Unrecognized request argument supplied: {unknown[0]}.", unknown[0])
     if form.get("stream", "false").lower() not in ("false", "0"):

@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
@@ -43,9 +43,13 @@ class Server:
     pro: str  # API keys
     free: str
     redis: Redis
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def client(self, key: str | None = None, **options) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key or self.pro, max_retries=0, **options)
+        """An SDK client of this server (closed with the server: an unclosed connection is a ResourceWarning)."""
+        self.clients.append(openai.OpenAI(base_url=self.url + "/v1", api_key=key or self.pro, max_retries=0,
+                                          **options))
+        return self.clients[-1]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,10 @@ def server(tmp_path_factory):
     port = free_port()
     api = start_api(port, env)
     worker = start_worker(connection, "express", env=env)
-    yield Server(f"http://127.0.0.1:{port}", pro, free, connection)
+    server = Server(f"http://127.0.0.1:{port}", pro, free, connection)
+    yield server
+    for client in server.clients:
+        client.close()
     stop_process(worker)
     stop_process(api)
     connection.close()
