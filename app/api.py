@@ -6,12 +6,16 @@ document which (``app.openapi``).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request, url_for
+import json
+import re
+
+from flask import Blueprint, Response, request, stream_with_context, url_for
 from pydantic import BaseModel
+from rq.job import Job
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.auth import add_response_headers, admin_only, authenticated, current_user
-from app.core import batches, schemas
+from app.core import batches, events, schemas
 from app.core.errors import InvalidJSON, NotFound, UnknownFormat
 from app.core.formats import FORMATS
 from app.core.jobs import (
@@ -115,6 +119,61 @@ def status(job_id: str):
     answer = describe_job(fetch_owned_job(services().redis, job_id, current_user()))
     seconds = poll_again(answer)
     return document(answer, headers={"Retry-After": str(seconds)} if seconds is not None else None)
+
+
+#: Seconds between two comments on an open event stream with nothing to say (proxies close idle connections).
+KEEP_ALIVE_SECONDS = 15
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@bp.get("/transcribe/async/status/<job_id>/events")
+@operation("A job's live events (Server-Sent Events)", {200: {"text/event-stream": str}}, errors=(404,))
+@authenticated
+def status_events(job_id: str):
+    """`stage`, `progress` and `segment` (the text as it is transcribed) as they happen, then one
+    `completed`, `failed` or `cancelled`, and the stream ends. Each event has an `id`: reconnect with
+    `Last-Event-ID` to get the events after it."""
+    connection = services().redis
+    job = fetch_owned_job(connection, job_id, current_user())
+    after = request.headers.get("Last-Event-ID", "")
+    stream = _event_stream(connection, job, after if _EVENT_ID.match(after) else "0")
+    return Response(stream_with_context(stream), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event_stream(connection, job, after: str):
+    """The events of ``job`` after id ``after`` (``app.core.events``), until its final one.
+
+    A job that has ended without a final event in its stream (one that ended before events existed, or
+    whose stream expired) gets one made from its status."""
+    yield "retry: 2000\n\n"
+    block = None  # first, what is there already
+    ended: schemas.JobStatus | None = None  # the job's status, once it has ended
+    while True:
+        found = events.read(connection, job.id, after, block)
+        for event_id, event, data in found:
+            after = event_id
+            yield _sse(event, data, event_id)
+            if event in events.FINAL:
+                return
+        if ended is not None:  # its events read after its end, and none was final
+            final = ended.model_dump(mode="json", include={"status", "result", "error"}, exclude_none=True)
+            yield _sse(ended.status, final)
+            return
+        if not found:
+            current = describe_job(Job.fetch(job.id, connection=connection))
+            if current.status not in ("pending", "processing"):
+                ended, block = current, None  # read once more: its final event may be just written
+                continue
+            if block is not None:
+                yield ": keep-alive\n\n"
+        block = KEEP_ALIVE_SECONDS * 1000
+
+
+def _sse(event: str, data: dict, event_id: str | None = None) -> str:
+    """One Server-Sent Event; its data is one line of JSON."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 @bp.delete("/transcribe/async/cancel/<job_id>")

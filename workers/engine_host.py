@@ -56,6 +56,7 @@ from workers.engines import (
     DurationCallback,
     ProgressCallback,
     Segment,
+    SegmentCallback,
     Transcript,
     cpu_threads,
     create_engine,
@@ -95,6 +96,7 @@ class RemoteEngine:
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         options: EngineOptions = EngineOptions(),
     ) -> Transcript:
         # Marked before the request and cleared only once its end is received: a horse that leaves
@@ -108,6 +110,7 @@ class RemoteEngine:
                        "max_duration": max_duration, "options": options.as_job(),
                        "job_id": os.environ.get("RQ_JOB_ID")})
             segments: list[Segment] = []
+            duration = 0.0
             while True:
                 try:
                     message = conn.recv()
@@ -115,10 +118,13 @@ class RemoteEngine:
                     raise EngineUnavailable() from exc
                 event = message["event"]
                 if event == "duration":
+                    duration = message["duration"]
                     if on_duration:
-                        on_duration(message["duration"])
+                        on_duration(duration)
                 elif event == "segment":
                     segments.append(Segment.from_dict(message["segment"]))
+                    if on_segment:
+                        on_segment(segments[-1], min(1.0, segments[-1].end / duration) if duration else 0.0)
                 elif event == "progress":
                     if on_progress:
                         on_progress(message["fraction"])

@@ -95,12 +95,13 @@ class Engine(Protocol):
         max_duration: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_duration: DurationCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         options: EngineOptions = EngineOptions(),
     ) -> Transcript:
         """Transcribe the audio file at ``path``, as ``options`` ask (task, prompt, temperature, words).
 
-        ``on_duration`` gets the audio's duration once it is decoded, ``on_progress`` the
-        fraction done (0–1) after each segment.
+        ``on_duration`` gets the audio's duration once it is decoded, ``on_segment`` each segment
+        and the fraction done as it is written, ``on_progress`` the fraction done (0–1) as it grows.
         """
         ...
 
@@ -222,8 +223,9 @@ class CachingEngine:
                 words = tuple(Word(min(round(float(word.start), 3), duration), min(round(float(word.end), 3), duration),
                                    word.word, round(float(word.probability), 4))
                               for word in raw.words) if options.word_timestamps else ()
-                segment = Segment(start=min(round(float(raw.start), 3), end), end=end, text=raw.text.strip(), words=words,
-                                  avg_logprob=_rounded(raw.avg_logprob), no_speech_prob=_rounded(raw.no_speech_prob))
+                segment = Segment(start=min(round(float(raw.start), 3), end), end=end, text=raw.text.strip(),
+                                  words=words, avg_logprob=_rounded(raw.avg_logprob),
+                                  no_speech_prob=_rounded(raw.no_speech_prob))
                 transcript.segments.append(segment)
                 fraction = min(1.0, segment.end / duration)
                 if on_segment:

@@ -41,7 +41,7 @@ from rq.job import Job, Retry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 
-from app.core import uploads
+from app.core import events, uploads
 from app.core.errors import (
     JobCancelled,
     JobError,
@@ -60,7 +60,7 @@ from app.core.urls import parse_video_url
 from workers import context
 from workers.captions import track_language
 from workers.download import Media, Metadata, fetch_media
-from workers.engines import Transcript, media_duration
+from workers.engines import Segment, Transcript, media_duration
 from workers.pieces import PieceStore, others_listening, transcribe_in_pieces
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,15 @@ class Progress:
         if is_cancel_requested(self.job.connection, self.job.id):
             stop(self.job)
         if stage != self._stage or percent != self.job.meta["progress"]:
+            changed = stage != self._stage
             self.job.meta.update(stage=stage, progress=percent)
             self.job.save_meta()
             self._stage = stage
+            with self.job.connection.pipeline(transaction=False) as pipe:  # the job's live events
+                if changed:
+                    events.publish(pipe, self.job.id, "stage", {"stage": stage})
+                events.publish(pipe, self.job.id, "progress", {"stage": stage, "progress": percent})
+                pipe.execute()
 
 
 def _check_deadline(job: Job) -> None:
@@ -271,7 +277,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
                 transcript = context.engine().transcribe(
                     str(media.path), language=language, model=model, max_duration=max_duration,
                     on_progress=transcribing, on_duration=lambda duration: extend_timeout(job, settings, duration),
-                    options=options,
+                    on_segment=_Segments(job), options=options,
                 )
             timings["model_load"] = transcript.model_load_seconds
             timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds
@@ -326,6 +332,18 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
         "channel": metadata.channel,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
+
+
+class _Segments:
+    """Each segment, as the engine writes it, appended to the job's live events (``app.core.events``)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.count = job, 0
+
+    def __call__(self, segment: Segment, fraction: float) -> None:
+        events.publish(self.job.connection, self.job.id, "segment",
+                       {"id": self.count, "start": segment.start, "end": segment.end, "text": segment.text})
+        self.count += 1
 
 
 def _uploaded(job: Job, directory: Path, filename: str) -> Media:
