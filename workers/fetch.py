@@ -14,7 +14,6 @@ services; set the option there instead) the worker looks once a second.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 
@@ -25,8 +24,6 @@ from rq.job import Job
 
 from app.core.notifications import Doorbell
 from app.core.reliability import fetch, release
-
-log = logging.getLogger(__name__)
 
 #: Seconds a worker holds a queue's maintenance lock at most (should it die holding it).
 MAINTENANCE_LOCK_TTL = 30
