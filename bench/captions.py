@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs of every process)")
     args = parser.parse_args(argv)
     report = run(args.runs, args.long_seconds, keep=args.keep)
-    print(report.table())
-    for section, notes in report.notes.items():
-        print(f"\n{section}:\n" + "\n".join(f"  - {note}" for note in notes))
+    print(report.printed())
     return 0
 
 

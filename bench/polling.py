@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     report = run(args.runs, args.seconds, keep=args.keep)
-    print(report.table())
-    for section, notes in report.notes.items():
-        print(f"\n{section}:\n" + "\n".join(f"  - {note}" for note in notes))
+    print(report.printed())
     print(f"\n{time.monotonic() - started:.0f} s in all")
     return 0
 

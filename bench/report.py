@@ -96,6 +96,11 @@ class Report:
             previous = row[0]
         return "\n".join(lines)
 
+    def printed(self) -> str:
+        """The table and each section's notes, as a benchmark's ``main`` prints them."""
+        return self.table() + "".join(f"\n\n{section}:\n" + "\n".join(f"  - {note}" for note in notes)
+                                      for section, notes in self.notes.items())
+
     def markdown(self) -> str:
         """The table as Markdown, for the README."""
         lines = ["| section | figure | median | min–max | runs | target | result |", "|---|---|---|---|---|---|---|"]
