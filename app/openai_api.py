@@ -43,6 +43,7 @@ def _job_header(response):
         response.headers["X-Job-Id"] = g.job_id
     return response
 
+
 #: OpenAI's model name, which its clients send by default: this server's default model.
 OPENAI_MODEL = "whisper-1"
 #: ``created`` of every model: Whisper's release (2022-09-21), the age of the weights this server serves.

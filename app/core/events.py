@@ -30,11 +30,15 @@ def key(job_id: str) -> str:
 
 
 def publish(connection: Redis | Pipeline, job_id: str, event: str, data: dict[str, Any], keep: int = KEEP) -> None:
-    """Append ``event`` (``stage``, ``progress``, ``segment`` or one of ``FINAL``) with its JSON ``data``."""
+    """Append ``event`` (``stage``, ``progress``, ``segment`` or one of ``FINAL``) with its JSON ``data``: in
+    ``connection`` if it is a pipeline, else in one round trip of its own."""
     name = key(job_id)
-    connection.xadd(name, {"event": event, "data": json.dumps(data, ensure_ascii=False)}, maxlen=MAX_EVENTS,
-                    approximate=True)
-    connection.expire(name, keep)
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
+    pipe.xadd(name, {"event": event, "data": json.dumps(data, ensure_ascii=False)}, maxlen=MAX_EVENTS,
+              approximate=True)
+    pipe.expire(name, keep)
+    if pipe is not connection:
+        pipe.execute()
 
 
 def read(connection: Redis, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, str, dict]]:

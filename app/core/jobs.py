@@ -309,13 +309,11 @@ def wait_for_end(connection: Redis, job: Job, timeout: float) -> bool:
     ``app.core.notifications``), not by polling: under gunicorn's gevent workers the wait holds a
     greenlet and a Redis connection, not a process.
     """
-    key = job.key if isinstance(job.key, str) else job.key.decode()
-
     def ended() -> bool:
-        status = connection.hget(key, "status")
+        status = connection.hget(job.key, "status")
         return status is None or status.decode() in _ENDED  # None: the record is gone (expired, deleted)
 
-    return wait_until(connection, [key], ended, timeout)
+    return wait_until(connection, [job.key], ended, timeout)
 
 
 def poll_again(status: schemas.JobStatus) -> int | None:
