@@ -1,5 +1,5 @@
 """What happens when a job ends, as RQ calls it back: metrics, quota refunds, temporary files, uploads,
-and the final event of its live events (``app.core.events``).
+and what follows a job's end for good (``app.core.endings``).
 
 Every transcription job is enqueued with these callbacks, by import path (``app.core.jobs``):
 
@@ -28,7 +28,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.utils import now
 
-from app.core import events, uploads
+from app.core import endings, uploads
 from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
@@ -39,7 +39,7 @@ from workers.jobs import job_work_dir
 
 def job_succeeded(job: Job, connection: Redis, result: object) -> None:
     uploads.discard(connection, job.id)
-    events.publish(connection, job.id, "completed", {"status": "completed", "result": result})
+    endings.job_ended(connection, job, "completed", result=result)
     record_completed(connection, job.id, job.origin, "finished", task_name(job.func_name), _run_time(job))
 
 
@@ -57,7 +57,7 @@ def job_stopped(job: Job, connection: Redis) -> None:
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
     pieces.abandon(job)
     uploads.discard(connection, job.id)
-    events.publish(connection, job.id, "cancelled", {"status": "cancelled"})
+    endings.job_ended(connection, job, "cancelled")
     record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
 
 
@@ -90,8 +90,10 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     pieces.abandon(job)
     uploads.discard(connection, job.id)
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
-    events.publish(connection, job.id, "cancelled" if cancelled else "failed",
-                   {"status": "cancelled"} if cancelled else {"status": "failed", "error": job.meta.get("error")})
+    if cancelled:
+        endings.job_ended(connection, job, "cancelled")
+    else:
+        endings.job_ended(connection, job, "failed", error=job.meta.get("error"))
     record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed",
                      task_name(job.func_name), _run_time(job))
     if not cancelled:

@@ -29,7 +29,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 from rq.utils import now, utcformat
 
-from app.core import events, schemas, uploads
+from app.core import endings, schemas, uploads
 from app.core.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -355,7 +355,7 @@ def cancel_job(connection: Redis, job: Job) -> str:
         connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
         job.cancel()
         uploads.discard(connection, job.id)
-        events.publish(connection, job.id, "cancelled", {"status": "cancelled"})
+        endings.job_ended(connection, job, "cancelled")
         refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
         record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), None)
         return "cancelled"
