@@ -80,12 +80,13 @@ IDEMPOTENCY_KEY = Parameter("Idempotency-Key", "header", (
 
 
 @bp.post("/transcribe/async/submit")
-@operation("Submit a video, or upload an audio file, for transcription", {202: schemas.Accepted},
+@operation("Submit a video, or upload an audio file, for transcription", {200: schemas.Accepted, 202: schemas.Accepted},
            body=schemas.SubmitBody, upload=schemas.UploadForm, errors=(413, 422), parameters=(IDEMPOTENCY_KEY,))
 @authenticated
 def submit():
     """Accept a video's URL (JSON), or an audio file (`multipart/form-data`, part `file`, at most
-    `MAX_UPLOAD_BYTES`); answer at once with the job's id and where to poll its status."""
+    `MAX_UPLOAD_BYTES`); answer at once with the job's id and where to poll its status (202), or,
+    when the same transcript was made lately, with a job already completed (200, `cached`)."""
     svc = services()
     if is_upload():
         form, _, upload = read_upload(svc.settings)
@@ -102,6 +103,11 @@ def submit():
     if idempotency_key is not None:
         headers["Idempotent-Replayed"] = "true" if submission.replayed else "false"
     status_url = url_for("api.status", job_id=job.id)
+    if submission.cached:
+        done = schemas.Accepted(
+            job_id=job.id, status="completed", queue=job.origin, status_url=status_url, cached=True,
+            transcription_id=job.id, message=f"{transcription.what} was transcribed lately: the transcript is ready.")
+        return document(done, 200, {"Location": status_url, **headers})
     accepted = schemas.Accepted(
         job_id=job.id, status="accepted", queue=job.origin, status_url=status_url,
         message=f"Transcription of {transcription.what} is queued on the {job.origin} queue.")
@@ -183,7 +189,7 @@ def cancel(job_id: str):
     """A queued job never runs (200, cancelled); a running one is being stopped (202, processing)."""
     svc = services()
     job = fetch_owned_job(svc.redis, job_id, current_user())
-    status = cancel_job(svc.redis, job)
+    status = cancel_job(svc.redis, job, svc.settings)
     if status == "cancelled":
         return document(schemas.CancelAnswer(job_id=job.id, status="cancelled", message="The job is cancelled."))
     return document(schemas.CancelAnswer(job_id=job.id, status=status, message="The running job is being stopped."),
@@ -244,9 +250,9 @@ def batch_status(batch_id: str):
 @operation("Cancel a batch's videos that have not ended", {200: schemas.BatchCancelled}, errors=(404,))
 @authenticated
 def batch_cancel(batch_id: str):
-    connection = services().redis
-    record = batches.fetch_owned_batch(connection, batch_id, current_user())
-    cancelled = batches.cancel_batch(connection, record)
+    svc = services()
+    record = batches.fetch_owned_batch(svc.redis, batch_id, current_user())
+    cancelled = batches.cancel_batch(svc.redis, record, svc.settings)
     return document(schemas.BatchCancelled(
         batch_id=batch_id, cancelled=cancelled,
         message=f"{cancelled} videos that had not ended are cancelled or being stopped."))

@@ -32,12 +32,14 @@ def test_redis_down_gives_503_with_retry_after_and_healthz_stays_up(config, serv
     assert response.get_json()["error"] == "service_unavailable"
 
 
-def test_a_submit_takes_three_redis_round_trips(client, make_user, monkeypatch):
-    """Key + user + rate count (one script), quota charge (one script), enqueue + metrics (one pipeline)."""
+@pytest.mark.parametrize("cache, trips", [(True, 4), (False, 3)])
+def test_a_submit_takes_four_redis_round_trips_three_without_the_cache(client, make_user, monkeypatch, cache, trips):
+    """Key + user + rate count (one script), the result cache's entry (unless ``cache: false``), quota charge
+    (one script), enqueue + sharing + metrics (one pipeline)."""
     import redis.connection
 
     _, headers = make_user("pro")
-    assert submit(client, headers, YOUTUBE).status_code == 202  # loads the scripts once
+    assert submit(client, headers, YOUTUBE, cache=cache).status_code == 202  # loads the scripts once
     sent = []
     original = redis.connection.Connection.send_packed_command
 
@@ -46,9 +48,9 @@ def test_a_submit_takes_three_redis_round_trips(client, make_user, monkeypatch):
         return original(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
-    response = submit(client, headers, YOUTUBE)
+    response = submit(client, headers, YOUTUBE, cache=cache)
     assert response.status_code == 202
-    assert len(sent) == 3
+    assert len(sent) == trips
     assert response.headers["X-RateLimit-Remaining"] == str(int(response.headers["X-RateLimit-Limit"]) - 2)
 
 
@@ -230,7 +232,7 @@ def test_another_users_job_looks_exactly_like_a_missing_one(client, make_user):
 def test_pending_status_shows_the_queue_position(client, make_user):
     _, headers = make_user("free")
     first = submit(client, headers, YOUTUBE).get_json()["job_id"]
-    second = submit(client, headers, YOUTUBE).get_json()["job_id"]
+    second = submit(client, headers, YOUTUBE, cache=False).get_json()["job_id"]  # not the same work as the first
     body = status(client, headers, second)
     assert (body["status"], body["stage"], body["progress"], body["position"]) == ("pending", "queued", 0, 1)
     assert status(client, headers, first)["position"] == 0

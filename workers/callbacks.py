@@ -10,7 +10,8 @@ Every transcription job is enqueued with these callbacks, by import path (``app.
   cancelled and removes its temporary files.
 
 A job that ends for good this way also leaves nothing of a long recording it was sharing with
-other workers (``workers.pieces.abandon``). The piece jobs themselves have no callbacks.
+other workers (``workers.pieces.abandon``), and announces its end (``app.core.endings``). The piece
+jobs themselves have no callbacks.
 
 ``horse_killed`` is the worker's ``work_horse_killed_handler``: RQ calls it when a work horse died
 without a word (killed, out of memory, or past its timeout), before RQ retries or fails the job.
@@ -28,7 +29,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.utils import now
 
-from app.core import endings, uploads
+from app.core import endings
 from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
@@ -38,8 +39,7 @@ from workers.jobs import job_work_dir
 
 
 def job_succeeded(job: Job, connection: Redis, result: object) -> None:
-    uploads.discard(connection, job.id)
-    endings.job_ended(connection, job, "completed", result=result)
+    endings.job_ended(connection, job, "completed", context.settings(), result=result)
     record_completed(connection, job.id, job.origin, "finished", task_name(job.func_name), _run_time(job))
 
 
@@ -56,8 +56,7 @@ def job_failed(job: Job, connection: Redis, exc_type: type[BaseException], exc: 
 def job_stopped(job: Job, connection: Redis) -> None:
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
     pieces.abandon(job)
-    uploads.discard(connection, job.id)
-    endings.job_ended(connection, job, "cancelled")
+    endings.job_ended(connection, job, "cancelled", context.settings())
     record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), _run_time(job))
 
 
@@ -88,12 +87,11 @@ def _count_if_ended(job: Job, connection: Redis) -> None:
     if job.should_retry:
         return
     pieces.abandon(job)
-    uploads.discard(connection, job.id)
     cancelled = (job.meta.get("error") or {}).get("type") == "cancelled"
     if cancelled:
-        endings.job_ended(connection, job, "cancelled")
+        endings.job_ended(connection, job, "cancelled", context.settings())
     else:
-        endings.job_ended(connection, job, "failed", error=job.meta.get("error"))
+        endings.job_ended(connection, job, "failed", context.settings(), error=job.meta.get("error"))
     record_completed(connection, job.id, job.origin, "cancelled" if cancelled else "failed",
                      task_name(job.func_name), _run_time(job))
     if not cancelled:

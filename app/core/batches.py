@@ -101,11 +101,11 @@ def describe_batch(connection: Redis, record: dict[str, Any]) -> schemas.BatchSt
                                total=len(videos), counts=schemas.BatchCounts(**counts), videos=videos)
 
 
-def cancel_batch(connection: Redis, record: dict[str, Any]) -> int:
+def cancel_batch(connection: Redis, record: dict[str, Any], settings: Settings) -> int:
     """Cancel every video that has not ended; return how many were cancelled or are stopping."""
     cancelled = 0
     for job in Job.fetch_many(record["job_ids"], connection=connection):
         if job is not None and public_status(job) not in ENDED:
-            cancel_job(connection, job)
+            cancel_job(connection, job, settings)
             cancelled += 1
     return cancelled

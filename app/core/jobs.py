@@ -29,7 +29,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 from rq.utils import now, utcformat
 
-from app.core import endings, schemas, uploads
+from app.core import endings, schemas, sharing, uploads
 from app.core.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -42,6 +42,7 @@ from app.core.quota import Quota, QuotaLedger, refund
 from app.core.reliability import accept
 from app.core.settings import Settings
 from app.core.stats import record_completed, record_submitted, task_name
+from app.core.transcripts import TranscriptStore
 from app.core.users import User
 from app.core.validation import TranscriptionRequest
 
@@ -101,11 +102,13 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
 
 def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
                           quota_period: str, pipeline: Pipeline | None = None,
-                          extra_meta: dict | None = None) -> Job:
+                          extra_meta: dict | None = None, flight: str | None = None, queued: bool = True) -> Job:
     """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key.
 
     An uploaded file is stored beside the job, in ``pipeline`` (``app.core.uploads``); the job's
-    arguments say only its name and size."""
+    arguments say only its name and size. With a ``flight`` key the job leads that work, or follows
+    the job that leads it (``app.core.sharing.share``); not ``queued``, it is only saved (``deferred``).
+    """
     kwargs = {
         "url": request.video.url if request.video else None,
         "video_id": request.video.video_id if request.video else None,
@@ -119,23 +122,38 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         kwargs["upload"] = {"filename": request.upload.filename, "bytes": len(request.upload.data)}
     if request.options.as_job():
         kwargs["options"] = request.options.as_job()
-    job = queue.enqueue(
+    meta = {"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
+            "quota_period": quota_period, **(extra_meta or {})}
+    meta["work_key"] = work_key_of(request)
+    job = queue.create_job(
         TRANSCRIBE_VIDEO,
         kwargs=kwargs,
-        job_timeout=settings.job_timeout_floor,  # the job extends it once it knows the duration
+        timeout=settings.job_timeout_floor,  # the job extends it once it knows the duration
         result_ttl=settings.result_ttl,
         failure_ttl=settings.result_ttl,
         retry=retry_policy(settings),
         description=f"transcribe {request.video.url if request.video else 'upload ' + request.upload.filename}",
-        meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
-              "quota_period": quota_period, **(extra_meta or {})},
-        pipeline=pipeline,
+        meta=meta,
+        status=JobStatus.QUEUED if queued else JobStatus.DEFERRED,
         **CALLBACKS,
     )
+    connection = pipeline if pipeline is not None else queue.connection
+    if not queued:
+        job.save(pipeline=connection)
+        return job
+    job = queue.enqueue_job(job, pipeline=pipeline)
     if request.upload is not None:
-        uploads.put(pipeline if pipeline is not None else queue.connection, job.id, request.upload.data,
-                    settings.result_ttl)
+        uploads.put(connection, job.id, request.upload.data, settings.result_ttl)
+    if flight is not None:
+        sharing.share(connection, flight, job, uploads.key(job.id))
     return job
+
+
+def work_key_of(request: TranscriptionRequest) -> str | None:
+    """The request's work key (``app.core.sharing``)."""
+    video = request.video
+    return sharing.work_key(video and video.video_id, video and video.url, request.upload and request.upload.data,
+                            request.model, request.language, request.source, request.options.as_job())
 
 
 @dataclass(frozen=True)
@@ -143,11 +161,16 @@ class Submission:
     job: Job
     quota: Quota
     replayed: bool = False
+    cached: bool = False
 
 
 def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
                          ledger: QuotaLedger, idempotency_key: str | None = None) -> Submission:
-    """Charge the user's quota and enqueue, at most once per ``idempotency_key``.
+    """Charge the user's quota and enqueue, at most once per ``idempotency_key``; share the work.
+
+    Work that can be shared (``app.core.sharing``; not with ``"cache": false``) is answered from the
+    result cache (a job completed at once, charged ``QUOTA_CACHE_HIT_COST``), or else the job follows
+    the same work in flight, or leads it.
 
     With a key, looking it up, charging the quota, claiming the key and enqueueing are one Redis
     transaction (WATCH of the key and of the user's usage, then MULTI/EXEC), so concurrent retries
@@ -158,24 +181,49 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
     Raises:
         QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
     """
-    if idempotency_key is None:
-        with ledger.charged(user) as quota, queue.connection.pipeline() as pipe:
-            job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+    connection = queue.connection
+    work = work_key_of(request) if request.cache else None
+    flight = sharing.flight_key(work, queue.name, settings.max_duration_for(user.tier)) if work else None
+    video = request.video
+    cache_key = work if work and sharing.cacheable(video and video.video_id, video and video.url) else None
+    transcripts = TranscriptStore(connection, settings.transcript_ttl)
+
+    def cache_hit() -> sharing.CacheHit | None:
+        return sharing.cached(connection, cache_key, settings.max_duration_for(user.tier), transcripts) \
+            if cache_key else None
+
+    def enqueue(pipe: Pipeline, period: str, hit: sharing.CacheHit | None) -> tuple[Job, dict | None]:
+        """The commands that enqueue the job (or complete it from ``hit``), in ``pipe``."""
+        job = enqueue_transcription(queue, request, user, settings, period, pipeline=pipe, flight=flight,
+                                    queued=hit is None, extra_meta={"cached": True} if hit else None)
+        result = None
+        if hit is not None:
+            result = sharing.finish_cached(pipe, job, hit, user.id, transcripts)
+            record_completed(pipe, job.id, queue.name, "finished", task_name(TRANSCRIBE_VIDEO), None)
+        else:
             accept(pipe, job.id)
-            record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
+        if cache_key:
+            sharing.count(pipe, "hit" if hit else "miss")
+        record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
+        return job, result
+
+    def ended(job: Job, result: dict | None) -> None:
+        if result is not None:  # a cache hit ends at once, as any job: its final event (and what follows)
+            endings.job_ended(connection, job, "completed", settings, result=result)
+
+    if idempotency_key is None:
+        hit = cache_hit()
+        cost = settings.quota_cache_hit_cost if hit else 1
+        with ledger.charged(user, cost) as quota, connection.pipeline() as pipe:
+            job, result = enqueue(pipe, quota.period, hit)
             pipe.execute()
-        return Submission(job, quota)
+        ended(job, result)
+        return Submission(job, quota, cached=hit is not None)
 
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidIdempotencyKey()
-    connection = queue.connection
     claim = _IDEMPOTENCY.format(user.id, hashlib.sha256(idempotency_key.encode()).hexdigest())
-    # ``source`` only when not the default: a key claimed before sources existed keeps its fingerprint.
-    fields = [request.video.url if request.video else None, request.language, request.model, queue.name]
-    fields += [request.source] if request.source != "whisper" else []
-    fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
-    fields += [request.options.as_job()] if request.options.as_job() else []
-    fingerprint = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+    fingerprint = _fingerprint(queue, request)
     with connection.pipeline() as pipe:
         while True:
             moment = datetime.now(timezone.utc)
@@ -194,17 +242,28 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     return Submission(job, ledger.usage(user), replayed=True)
                 except NoSuchJobError:
                     pass  # the job record expired: accept the request anew
+            hit = cache_hit()
             pipe.multi()
-            quota = ledger.charge_in(pipe, user, used, moment)  # or QuotaExceeded: the with block resets pipe
-            job = enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe)
+            # QuotaExceeded from here resets pipe (the with block).
+            quota = ledger.charge_in(pipe, user, used, moment, jobs=settings.quota_cache_hit_cost if hit else 1)
+            job, result = enqueue(pipe, quota.period, hit)
             pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
-            accept(pipe, job.id)
-            record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
             try:
                 pipe.execute()
             except WatchError:
                 continue  # the key was claimed or the user charged meanwhile: look again (and replay its job)
-            return Submission(job, quota)
+            ended(job, result)
+            return Submission(job, quota, cached=hit is not None)
+
+
+def _fingerprint(queue: Queue, request: TranscriptionRequest) -> str:
+    """What an idempotency key stands for: a request with the same key must be the same request."""
+    # ``source`` only when not the default: a key claimed before sources existed keeps its fingerprint.
+    fields = [request.video.url if request.video else None, request.language, request.model, queue.name]
+    fields += [request.source] if request.source != "whisper" else []
+    fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
+    fields += [request.options.as_job()] if request.options.as_job() else []
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 def fetch_owned_job(connection: Redis, job_id: str, user: User) -> Job:
@@ -295,6 +354,10 @@ def describe_job(job: Job) -> schemas.JobStatus:
     elif status == "failed":
         body["stage"] = "failed"
         body["error"] = _failure(job)
+    if rq_status == JobStatus.DEFERRED:  # a follower: the work it follows is its state
+        sharing.describe_follower(job.connection, job, body, describe_job)
+    if meta.get("cached"):
+        body["cached"] = True
     return schemas.JobStatus.model_validate(body)
 
 
@@ -330,7 +393,7 @@ def poll_again(status: schemas.JobStatus) -> int | None:
     return POLL_INTERVAL
 
 
-def cancel_job(connection: Redis, job: Job) -> str:
+def cancel_job(connection: Redis, job: Job, settings: Settings) -> str:
     """Cancel ``job``: a queued job never runs, a running one is stopped.
 
     Returns the job's public status after the request: ``cancelled``, or ``processing``
@@ -342,6 +405,11 @@ def cancel_job(connection: Redis, job: Job) -> str:
     status = public_status(job)
     if status == "cancelled":
         return status
+    if sharing.cancel_follower(connection, job):  # the others' work goes on
+        _cancel_waiting(connection, job, settings)
+        return "cancelled"
+    job.refresh()  # a follower may have been given the work (queued) or ended with it a moment ago
+    status = public_status(job)
     if status in ("completed", "failed"):
         raise JobAlreadyFinished(f"Job {job.id} has already {'completed' if status == 'completed' else 'failed'}.")
 
@@ -352,18 +420,22 @@ def cancel_job(connection: Redis, job: Job) -> str:
     waiting = status == "pending" and (connection.lrem(queue.key, 0, job.id)
                                        or connection.zrem(queue.scheduled_job_registry.key, job.id))
     if waiting:
-        connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
-        job.cancel()
-        uploads.discard(connection, job.id)
-        endings.job_ended(connection, job, "cancelled")
-        refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
-        record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), None)
+        _cancel_waiting(connection, job, settings)
         return "cancelled"
     try:
         send_stop_job_command(connection, job.id)
     except InvalidJobOperation:
         pass  # dequeued but not yet started: the job sees the flag when it starts
     return "processing"
+
+
+def _cancel_waiting(connection: Redis, job: Job, settings: Settings) -> None:
+    """Record the end of ``job``, cancelled before it ran (it is in no queue any more)."""
+    connection.hset(job.key, "ended_at", utcformat(now()))  # not the end of a failed attempt before it
+    job.cancel()
+    endings.job_ended(connection, job, "cancelled", settings)
+    refund(connection, job)  # it never ran to the end (or waited for a retry): its quota unit comes back
+    record_completed(connection, job.id, job.origin, "cancelled", task_name(job.func_name), None)
 
 
 def _failure(job: Job) -> dict[str, str]:

@@ -39,6 +39,7 @@ from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job, JobStatus
 
 from app.core import stats
+from app.core.sharing import FOLLOWS
 from app.core.stats import record_recovered
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ return recovered
 """
 
 # KEYS: LEDGER, MISSING, FETCHERS. ARGV: now, grace, job key prefix, queue key prefix, fetched-list
-# prefix, then for each queue: its name, started, scheduled and deferred registry keys.
+# prefix, follows-key prefix, then for each queue: its name, started, scheduled and deferred registry keys.
+# A follower (app.core.sharing) is in no place of its own: it is placed while the job it follows is.
 _SWEEP_SCRIPT = """
 local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
 local placed = {}
@@ -123,7 +125,7 @@ local function add_registry(key, composite)
     placed[member] = true
   end
 end
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   add_list(ARGV[4] .. ARGV[i])
   add_registry(ARGV[i + 1], true)
   add_registry(ARGV[i + 2], false)
@@ -138,13 +140,14 @@ for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - grace
   if not job[1] or ended[job[2]] then
     redis.call('ZREM', KEYS[1], job_id)
     redis.call('HDEL', KEYS[2], job_id)
-  elseif placed[job_id] then
+  elseif placed[job_id] or placed[redis.call('GET', ARGV[6] .. job_id)] then
     redis.call('HDEL', KEYS[2], job_id)
   else
     local since = tonumber(redis.call('HGET', KEYS[2], job_id))
     if not since then
       redis.call('HSET', KEYS[2], job_id, now)
     elseif now - since >= grace then
+      redis.call('DEL', ARGV[6] .. job_id)
       redis.call('HSET', ARGV[3] .. job_id, 'status', 'queued')
       redis.call('LPUSH', ARGV[4] .. job[1], job_id)
       redis.call('HDEL', KEYS[2], job_id)
@@ -254,7 +257,7 @@ def sweep_orphans(connection: Redis, queue_names: Sequence[str], grace: float = 
                   now: float | None = None) -> list[str]:
     """Requeue accepted jobs that have been in no queue, registry or fetched list for ``grace`` s."""
     args: list[str | float] = [now if now is not None else time.time(), grace, Job.redis_job_namespace_prefix,
-                               Queue.redis_queue_namespace_prefix, FETCHED.format("")]
+                               Queue.redis_queue_namespace_prefix, FETCHED.format(""), FOLLOWS.format("")]
     for name in queue_names:
         queue = Queue(name, connection=connection)
         args += [name, queue.started_job_registry.key, queue.scheduled_job_registry.key,

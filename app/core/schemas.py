@@ -85,6 +85,9 @@ class SubmitBody(EngineFields):
         "when it has none in the language) or `auto` (its manual captions when it has them, else Whisper). "
         "Automatic captions are never used. The captions' language: `language` if given, else the video's "
         "language, else its only track, else English."))
+    cache: bool = Field(True, description=(
+        "`false`: run afresh, even if the same transcript was made lately (the result cache) or is being made "
+        "(in-flight sharing); its transcript then answers later submits."))
 
 
 class UploadForm(EngineFields):
@@ -94,6 +97,7 @@ class UploadForm(EngineFields):
 
     language: str = Field(AUTO, description="As for a URL.")
     model: str | None = Field(None, description="As for a URL.")
+    cache: bool = Field(True, description="As for a URL (the same audio: the same SHA-256).")
 
 
 class BatchBody(Request):
@@ -126,10 +130,14 @@ class Error(Document):
 
 class Accepted(Document):
     job_id: str
-    status: Literal["accepted"]
+    status: Literal["accepted", "completed"] = Field(description=(
+        "`completed`: answered from the result cache (`cached`), with `transcription_id`; the status URL has "
+        "the rest."))
     queue: QueueName
     message: str
     status_url: str
+    cached: bool | None = Field(None, description="`true`: the transcript was made lately for the same request.")
+    transcription_id: str | None = Field(None, description="When completed: this job's own copy of the transcript.")
 
 
 class JobErrorDocument(StoredDocument):
@@ -187,6 +195,8 @@ class JobStatus(Document):
     last_error: JobErrorDocument | None = Field(None, description="Pending or processing after a failed attempt.")
     result: JobResult | None = Field(None, description="Once completed.")
     error: JobErrorDocument | None = Field(None, description="Once failed.")
+    cached: bool | None = Field(None, description=(
+        "`true`: completed at submit from the result cache, by no worker (docs/api.md#result-cache)."))
 
 
 class CancelAnswer(Document):

@@ -180,6 +180,9 @@ class Settings(BaseSettings):
         "proxies in front of the API (Heroku's router: 30 s)."))
     quota_free: NonNegativeInt = Field(100, description=(
         "Jobs per calendar month (UTC) for a free user, unless the user has an override."))
+    quota_cache_hit_cost: NonNegativeInt = Field(0, description=(
+        "Quota units a submit answered from the result cache costs (`RESULT_CACHE_TTL`). `0`: free, since it "
+        "takes no worker time; set `1` to count every transcript a user gets alike."))
     quota_pro: NonNegativeInt = Field(2000, description="Jobs per calendar month for a pro user.")
     quota_enterprise: NonNegativeInt = Field(20000, description="Jobs per calendar month for an enterprise user.")
     batch_max_free: PositiveInt = Field(10, description="Most videos in one batch, free tier.")
@@ -236,6 +239,10 @@ class Settings(BaseSettings):
     result_ttl: PositiveInt = Field(86400, description=(
         "Seconds finished and failed job records (status, result, error) are kept."))
     transcript_ttl: PositiveInt = Field(2592000, description="Seconds a transcript is kept (30 days).")
+    result_cache_ttl: NonNegativeInt | None = Field(None, description=(
+        "Seconds a completed transcript answers identical submits (same video or uploaded audio, model, language, "
+        "source and options: the result cache, docs/api.md#result-cache) at once. Default: as long as the "
+        "transcript is kept (`TRANSCRIPT_TTL`). `0`: no cache; identical submits in flight still share one job."))
 
     # --- operations ----------------------------------------------------------------------------
     metrics_token: SecretStr | None = Field(None, description=(
@@ -388,6 +395,10 @@ class Settings(BaseSettings):
     def proxies(self) -> tuple[Proxy, ...]:
         """``YTDLP_PROXIES``, in order (empty without)."""
         return parse_proxies(self.ytdlp_proxies.get_secret_value()) if self.ytdlp_proxies else ()
+
+    @property
+    def result_cache_ttl_seconds(self) -> int:
+        return self.transcript_ttl if self.result_cache_ttl is None else min(self.result_cache_ttl, self.transcript_ttl)
 
     def quota_for(self, tier: str) -> int:
         return getattr(self, f"quota_{tier}")

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 _TRANSCRIPT = "ytcaption:transcript:{}"
 
@@ -16,10 +17,11 @@ class TranscriptStore:
         self.connection = connection
         self.ttl = ttl
 
-    def save(self, record: dict[str, Any]) -> None:
-        """Store (or overwrite, when a job runs again) the transcript ``record``."""
+    def save(self, record: dict[str, Any], pipeline: Pipeline | None = None) -> None:
+        """Store (or overwrite, when a job runs again) the transcript ``record`` (in ``pipeline``, if given)."""
         key = _TRANSCRIPT.format(record["transcription_id"])
-        self.connection.set(key, json.dumps(record, ensure_ascii=False), ex=self.ttl)
+        connection = pipeline if pipeline is not None else self.connection
+        connection.set(key, json.dumps(record, ensure_ascii=False), ex=self.ttl)
 
     def get(self, transcription_id: str) -> dict[str, Any] | None:
         raw = self.connection.get(_TRANSCRIPT.format(transcription_id))

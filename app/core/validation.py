@@ -36,6 +36,7 @@ class TranscriptionRequest:
     source: str = "whisper"  # whisper, captions or auto
     upload: Upload | None = None
     options: EngineOptions = EngineOptions()
+    cache: bool = True  # False: never answered from the result cache, never attached to work in flight
 
     @property
     def what(self) -> str:
@@ -67,7 +68,7 @@ def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
     # Captions only never reach the model: its language does not limit theirs.
     language = check_language(body.language, model if body.source != "captions" else None)
     return TranscriptionRequest(video=video, language=language, model=model, source=body.source,
-                                options=check_options(body, model, settings))
+                                options=check_options(body, model, settings), cache=body.cache)
 
 
 def parse_upload(form: dict[str, str], upload: Upload, settings: Settings) -> TranscriptionRequest:
@@ -75,7 +76,7 @@ def parse_upload(form: dict[str, str], upload: Upload, settings: Settings) -> Tr
     fields = parse_body(UploadForm, form)
     model = check_model(fields.model, settings)
     return TranscriptionRequest(video=None, language=check_language(fields.language, model), model=model,
-                                upload=upload, options=check_options(fields, model, settings))
+                                upload=upload, options=check_options(fields, model, settings), cache=fields.cache)
 
 
 def check_model(name: str | None, settings: Settings) -> str:
