@@ -56,7 +56,13 @@ PROXY_DOWNLOADS = JobMetric(
     "failure after which the job tried the next proxy (proxy_error: the connection refused, reset or timed out, "
     "407 or 5xx from the proxy; bot_check: YouTube's \"confirm you're not a bot\").")
 ACTIVE_WORKERS = JobMetric("ytcaption_active_workers", "gauge", ("queue",), "Workers listening to each queue.")
-JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS, PROXY_DOWNLOADS)
+RESULT_CACHE = JobMetric("ytcaption_result_cache", "counter", ("outcome",),
+                         "Submits of a YouTube video or an upload the result cache answered at once (hit) or not "
+                         "(miss); `cache: false` submits are not counted.")
+COALESCED = JobMetric("ytcaption_coalesced_submits", "counter", (),
+                      "Submits that followed identical work in flight instead of starting their own.")
+JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS, PROXY_DOWNLOADS,
+               RESULT_CACHE, COALESCED)
 
 
 class JobCollector(Collector):
@@ -81,6 +87,13 @@ class JobCollector(Collector):
         for reason in ("worker_lost", "abandoned", "orphan"):
             recovered.add_metric([reason], counts.get(reason, 0))
         yield recovered
+
+        sharing = {field.decode(): int(value) for field, value in self.connection.hgetall(stats.SHARING).items()}
+        cache = CounterMetricFamily(RESULT_CACHE.name, RESULT_CACHE.help, labels=RESULT_CACHE.labels)
+        for outcome in ("hit", "miss"):
+            cache.add_metric([outcome], sharing.get(outcome, 0))
+        yield cache
+        yield CounterMetricFamily(COALESCED.name, COALESCED.help, value=sharing.get("coalesced", 0))
 
         proxies = CounterMetricFamily(PROXY_DOWNLOADS.name, PROXY_DOWNLOADS.help, labels=PROXY_DOWNLOADS.labels)
         for field, value in self.connection.hgetall(stats.PROXY_DOWNLOADS).items():

@@ -45,7 +45,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now
 
-from app.core import events
+from app.core import events, stats
 from app.core.stats import record_completed, task_name
 from app.core.transcripts import TranscriptStore
 
@@ -53,8 +53,7 @@ _RESULT = "ytcaption:result:{}"
 _FLIGHT = "ytcaption:flight:{}:{}"
 FOLLOWERS = events.FOLLOWERS
 FOLLOWS = "ytcaption:follows:{}"
-#: Counters of the cache and of coalescing (``app.metrics``): hit, miss, coalesced.
-STATS = "ytcaption:stats:sharing"
+STATS = stats.SHARING
 #: Seconds the keys of work in flight are kept at most (a bound on what a lost leader leaves behind).
 FLIGHT_TTL = 7 * 86400
 

@@ -12,6 +12,7 @@ SUBMITTED = "ytcaption:metrics:submitted"  # hash "queue|task" -> count
 COMPLETED = "ytcaption:metrics:completed"  # hash "queue|status" -> count
 DURATION = "ytcaption:metrics:duration:{}"  # hash per task: bucket bounds, "sum", "count"
 RECOVERED = "ytcaption:metrics:recovered"  # hash reason -> count
+SHARING = "ytcaption:metrics:sharing"  # hash hit|miss|coalesced -> count (app.core.sharing)
 PROXY_DOWNLOADS = "ytcaption:metrics:proxy_downloads"  # hash "proxy label|outcome" -> count
 #: What became of a download through one of YTDLP_PROXIES.
 PROXY_OUTCOMES = ("success", "proxy_error", "bot_check")
