@@ -59,7 +59,8 @@ def metrics_table() -> str:
     rows = ["| metric | type | meaning |", "|---|---|---|"]
     for metric in JOB_METRICS:
         suffix = "_total" if metric.kind == "counter" else ""
-        rows.append(f"| `{metric.name}{suffix}{{{','.join(metric.labels)}}}` | {metric.kind} | {metric.help} |")
+        labels = f"{{{','.join(metric.labels)}}}" if metric.labels else ""
+        rows.append(f"| `{metric.name}{suffix}{labels}` | {metric.kind} | {metric.help} |")
     return "\n".join(rows) + "\n"
 
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 from rq.job import Job
 
@@ -188,3 +189,29 @@ def test_a_completed_upload_answers_the_same_upload_at_once_from_the_cache(api_u
 def _ended(api_url: str, headers: dict, job_id: str) -> dict | None:
     body = requests.get(f"{api_url}/api/v1/transcribe/async/status/{job_id}", headers=headers, timeout=30).json()
     return body if body["status"] in ("completed", "failed", "cancelled") else None
+
+
+def test_a_failure_of_the_shared_work_is_every_jobs_failure(client, make_user, media_server, run_worker):
+    (_, alice), (_, bob) = make_user("pro"), make_user("pro")
+    url = media_server.url("missing.webm")
+    jobs = {submit(client, headers, url).get_json()["job_id"]: headers for headers in (alice, bob)}
+    run_worker()
+    errors = [status(client, headers, job_id) for job_id, headers in jobs.items()]
+    assert [body["status"] for body in errors] == ["failed", "failed"]
+    assert errors[0]["error"] == errors[1]["error"] and errors[0]["error"]["type"] == "video_unavailable"
+    assert used(client, alice) == used(client, bob) == 0  # a failed job's unit comes back, to each
+
+
+def test_metrics_count_cache_misses_and_shared_submits(make_client, make_user):
+    client = make_client(METRICS_PUBLIC="true")
+    services = client.application.extensions["ytcaption"]
+    _, alice = make_user("pro")
+    for _ in range(3):
+        assert submit(client, alice, YOUTUBE).status_code == 202
+    assert submit(client, alice, YOUTUBE, cache=False).status_code == 202  # not counted
+    families = {family.name: family for family in text_string_to_metric_families(client.get("/metrics").get_data(
+        as_text=True))}
+    cache = {sample.labels["outcome"]: sample.value for sample in families["ytcaption_result_cache"].samples}
+    assert cache == {"hit": 0, "miss": 3}
+    assert families["ytcaption_coalesced_submits"].samples[0].value == 2
+    assert services.queues["express"].count == 2
