@@ -100,7 +100,8 @@ def test_a_job_fetched_by_a_worker_that_died_runs_at_the_front_of_its_queue_with
 def test_the_sweeper_requeues_an_accepted_job_that_is_nowhere_for_a_minute(make_client, media_server, redis):
     client = make_client(METRICS_PUBLIC="true")
     headers = user_headers(client)
-    lost, waiting = (submit(client, headers, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(2))
+    lost, waiting = (submit(client, headers, media_server.url("fox.m4a"), cache=False).get_json()["job_id"]
+                     for _ in range(2))
     queue = Queue("express", connection=redis)
     redis.lrem(queue.key, 0, lost)  # what the AOF of the issue showed: popped, then the worker died
     accepted = redis.zscore(reliability.LEDGER, lost)

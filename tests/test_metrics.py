@@ -29,11 +29,11 @@ def scrape(url: str, headers: dict | None = None) -> dict[tuple[str, tuple], flo
 def test_metrics_after_known_activity(client, make_user, media_server, run_worker, services, config, metrics_token):
     _, pro = make_user("pro")
     _, free = make_user("free")
-    done = [submit(client, pro, media_server.url("fox.m4a")).get_json()["job_id"] for _ in range(2)]
+    done = [submit(client, pro, media_server.url("fox.m4a"), cache=False).get_json()["job_id"] for _ in range(2)]
     broken = submit(client, pro, media_server.url("absent.webm")).get_json()["job_id"]
-    cancelled = submit(client, free, media_server.url("fox.m4a")).get_json()["job_id"]
+    cancelled = submit(client, free, media_server.url("fox.m4a"), cache=False).get_json()["job_id"]
     client.delete(f"/api/v1/transcribe/async/cancel/{cancelled}", headers=free)
-    waiting = submit(client, free, media_server.url("fox.m4a")).get_json()["job_id"]
+    waiting = submit(client, free, media_server.url("fox.m4a"), cache=False).get_json()["job_id"]
     run_worker(["express"])
     assert [status(client, pro, j)["status"] for j in done + [broken]] == ["completed", "completed", "failed"]
     assert status(client, free, waiting)["status"] == "pending"
