@@ -29,7 +29,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 from rq.utils import now, utcformat
 
-from app.core import endings, schemas, uploads
+from app.core import endings, schemas, uploads, webhooks
 from app.core.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -128,7 +128,8 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         retry=retry_policy(settings),
         description=f"transcribe {request.video.url if request.video else 'upload ' + request.upload.filename}",
         meta={"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
-              "quota_period": quota_period, **(extra_meta or {})},
+              "quota_period": quota_period, **(extra_meta or {}),
+              **({"webhook": webhooks.target(request.callback_url, settings)} if request.callback_url else {})},
         pipeline=pipeline,
         **CALLBACKS,
     )
@@ -175,6 +176,7 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
     fields += [request.source] if request.source != "whisper" else []
     fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
     fields += [request.options.as_job()] if request.options.as_job() else []
+    fields += [{"callback_url": request.callback_url}] if request.callback_url else []
     fingerprint = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
     with connection.pipeline() as pipe:
         while True:
@@ -295,6 +297,8 @@ def describe_job(job: Job) -> schemas.JobStatus:
     elif status == "failed":
         body["stage"] = "failed"
         body["error"] = _failure(job)
+    if (webhook := webhooks.describe(job)) is not None:
+        body["webhook"] = webhook
     return schemas.JobStatus.model_validate(body)
 
 
