@@ -8,12 +8,13 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import socket
 import subprocess
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from rq import Queue
@@ -23,11 +24,13 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.core import stats, webhooks
 from app.core.errors import HostNotAllowed, InvalidURL
+from app.core.redis_server import free_port
 from app.core.settings import Settings
 from app.core.urls import check_callback_url
 from tests.helpers import start_worker, status, stop_process, submit, wait_for, ytcaption_command
 from tests.test_egress import Listener
 from workers import context
+from workers import webhooks as deliveries
 from workers.worker import build_worker
 
 #: Generous: the suite runs on a busy 2-core machine.
@@ -200,6 +203,34 @@ def test_the_retry_schedule_covers_a_day_at_its_least_with_capped_exponential_de
     print(f"webhook retries: {len(least)}, over {sum(least) / 3600:.1f} to {sum(most) / 3600:.1f} hours")
 
 
+@pytest.mark.parametrize("answer, retried", [(500, True), (503, True), (429, True), (408, True), (404, False),
+                                            (401, False), (410, False), (304, False)])
+def test_which_answers_are_retried(receiver, answer, retried):
+    receiver.plan["/classify"] = [answer]
+    moment = datetime.now(timezone.utc)
+    headers = {"webhook-id": "evt_x", "webhook-timestamp": str(int(moment.timestamp())),
+               "webhook-signature": Webhook(receiver.secret).sign("evt_x", moment, "{}")}
+    outcome = deliveries._attempt(receiver.url("/classify"), b"{}", headers, (f"127.0.0.1:{receiver.port}",))
+    assert (outcome.status, outcome.permanent, outcome.error) == (answer, not retried, f"HTTP {answer}")
+
+
+def test_a_timeout_a_refused_connection_and_a_hang_up_are_retried(monkeypatch):
+    monkeypatch.setattr(webhooks, "HOP_TIMEOUT", 0.5)
+    silent = socket.socket()  # accepts connections (the kernel does), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    hanging_up = Listener()  # accepts and closes at once
+    try:
+        for port, error in [(silent.getsockname()[1], "no answer within 0.5 s"),
+                            (free_port(), "connection failed: "),
+                            (hanging_up.port, "connection broken: ")]:
+            outcome = deliveries._attempt(f"http://127.0.0.1:{port}/", b"{}", {}, (f"127.0.0.1:{port}",))
+            assert outcome.status is None and not outcome.permanent and outcome.error.startswith(error), outcome
+    finally:
+        silent.close()
+        hanging_up.close()
+
+
 # --- submit -------------------------------------------------------------------------------------------
 
 
@@ -224,6 +255,17 @@ def test_a_submit_with_an_internal_callback_url_is_refused_with_a_json_error(cli
         assert answer.status_code == 400 and answer.get_json()["error"] == code, answer.get_json()
         assert "callback" in answer.get_json()["message"]
     assert Queue("standard", connection=client.application.extensions["ytcaption"].redis).count == 0
+
+
+def test_the_same_idempotency_key_with_another_callback_url_is_refused(client, user, receiver, media_server):
+    _, headers = user
+    keyed = {**headers, "Idempotency-Key": "hook-1"}
+    first = submit(client, keyed, media_server.url("fox.m4a"), callback_url=receiver.url("/a"))
+    assert first.status_code == 202
+    assert submit(client, keyed, media_server.url("fox.m4a"), callback_url=receiver.url("/a")).get_json()[
+        "job_id"] == first.get_json()["job_id"]
+    again = submit(client, keyed, media_server.url("fox.m4a"), callback_url=receiver.url("/b"))
+    assert again.status_code == 422 and again.get_json()["error"] == "idempotency_key_reused"
 
 
 # --- deliveries -----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import certifi
 import urllib3
 from rq import get_current_job
 from standardwebhooks import Webhook
-from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as RequestTimedOut
 
 from app.core import webhooks
@@ -188,4 +188,8 @@ def _reason(exc: BaseException) -> str:
         return "connection failed: " + str(exc).rsplit(": ", 1)[-1][:200]
     if isinstance(exc, (RequestTimedOut, TimeoutError)):
         return f"no answer within {webhooks.HOP_TIMEOUT} s"
+    if isinstance(exc, ProtocolError):  # ('Connection aborted.', the error underneath)
+        cause = next((arg for arg in exc.args if isinstance(arg, OSError)), None)
+        if cause is not None:
+            return f"connection broken: {(cause.strerror or str(cause))[:200]}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"
