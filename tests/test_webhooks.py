@@ -379,6 +379,20 @@ def test_a_job_cancelled_while_queued_sends_job_cancelled(client, user, receiver
     assert webhook_of(client, headers, job_id)["state"] == "delivered"
 
 
+def test_a_job_that_failed_for_good_sends_job_failed_with_its_error(client, user, receiver, redis, media_server,
+                                                                    run_worker):
+    _, headers = user
+    job_id = submit(client, headers, media_server.url("no-such-file.m4a"),
+                    callback_url=receiver.url("/hooks/failed")).get_json()["job_id"]
+    run_worker(("standard",))  # the job, then its webhook: the same worker, the webhooks queue first
+
+    answer = status(client, headers, job_id)
+    assert answer["status"] == "failed" and answer["webhook"]["state"] == "delivered"
+    (request,) = receiver.at("/hooks/failed")
+    assert request.verified and request.event["type"] == "job.failed"
+    assert request.event["data"]["error"] == answer["error"] and answer["error"]["type"] == "video_unavailable"
+
+
 def test_a_batch_sends_one_batch_ended_once_all_its_videos_ended(client, user, receiver, redis, media_server):
     _, headers = user
     answer = client.post("/api/v1/transcribe/async/batch", headers=headers, json={
