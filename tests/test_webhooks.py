@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
+import urllib3
 from rq import Queue
 from rq.job import Job
 from standardwebhooks import Webhook
@@ -229,6 +231,56 @@ def test_a_timeout_a_refused_connection_and_a_hang_up_are_retried(monkeypatch):
     finally:
         silent.close()
         hanging_up.close()
+
+
+def self_signed(name: str, directory) -> tuple[str, str]:
+    """A certificate for ``name`` (its own CA) and its key, as PEM files."""
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_https_goes_to_the_checked_address_and_still_verifies_the_hosts_name(tmp_path, monkeypatch, receiver):
+    """The request is sent to the address the policy checked, never resolved again; TLS still sends the
+    host's name (SNI) and checks the certificate against it, and ``Host`` names it."""
+    cert, key = self_signed("hooks.example.com", tmp_path)
+    context_ = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context_.load_cert_chain(cert, key)
+    names = []
+    context_.sni_callback = lambda sock, name, ctx: names.append(name)
+    receiver.httpd.socket = context_.wrap_socket(receiver.httpd.socket, server_side=True)
+    monkeypatch.setattr(deliveries.certifi, "where", lambda: cert)  # the receiver's CA, trusted for this test
+    moment = datetime.now(timezone.utc)
+    headers = {"webhook-id": "evt_tls", "webhook-timestamp": str(int(moment.timestamp())),
+               "webhook-signature": Webhook(receiver.secret).sign("evt_tls", moment, "{}")}
+
+    url = f"https://hooks.example.com:{receiver.port}/tls"
+    assert deliveries._post(url, ["127.0.0.1"], b"{}", headers) == (200, None)
+    (request,) = receiver.at("/tls")
+    assert request.verified and request.headers["Host"] == f"hooks.example.com:{receiver.port}"
+    assert names == ["hooks.example.com"]
+    # A certificate that does not name the host is refused (an error the attempt's caller retries).
+    with pytest.raises(urllib3.exceptions.SSLError, match="doesn't match 'hooks.example.com'"):
+        deliveries._post(f"https://other.example.com:{receiver.port}/tls", ["127.0.0.1"], b"{}", headers)
+    assert len(receiver.at("/tls")) == 1
 
 
 # --- submit -------------------------------------------------------------------------------------------
