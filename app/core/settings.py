@@ -246,7 +246,9 @@ class Settings(BaseSettings):
     webhook_retry_base: float = Field(10.0, ge=0.1, description=(
         "Delay before a webhook's first retry, in seconds; retry *n* (counted from 0) waits between half and all "
         "of `min(WEBHOOK_RETRY_MAX, WEBHOOK_RETRY_BASE × 2^n)`, with as many retries as make at least a day."))
-    webhook_retry_max: float = Field(3600.0, ge=1, description="Cap of a webhook's retry delay, in seconds.")
+    webhook_retry_max: float = Field(3600.0, ge=60, description=(
+        "Cap of a webhook's retry delay, in seconds (at least 60: a day of retries at a lower cap would be "
+        "thousands, each one's delay kept in the delivery job's record)."))
 
     # --- operations ----------------------------------------------------------------------------
     metrics_token: SecretStr | None = Field(None, description=(
