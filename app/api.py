@@ -225,15 +225,15 @@ def submit_batch():
     """Each video becomes its own job on the batch queue; one quota unit each, all or none."""
     svc = services()
     user = current_user()
-    requests = batches.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
-    submitted = batches.submit_batch(svc.queues["batch"], requests, user, svc.settings, svc.quota)
+    batch = batches.parse_batch(_json_body('{"videos": [{"youtube_url": "..."}]}'), svc.settings, user)
+    submitted = batches.submit_batch(svc.queues["batch"], batch, user, svc.settings, svc.quota)
     record = submitted["record"]
     wait_for_replicas(svc.redis, svc.settings, record["job_ids"], batch_id=record["batch_id"])
     status_url = url_for("api.batch_status", batch_id=record["batch_id"])
     accepted = schemas.BatchAccepted(
-        batch_id=record["batch_id"], status="accepted", queue="batch", total=len(requests),
+        batch_id=record["batch_id"], status="accepted", queue="batch", total=len(batch.videos),
         job_ids=record["job_ids"], status_url=status_url,
-        message=f"{len(requests)} videos are queued on the batch queue.")
+        message=f"{len(batch.videos)} videos are queued on the batch queue.")
     return document(accepted, 202, {"Location": status_url, **submitted["quota"].headers()})
 
 

@@ -68,9 +68,10 @@ def up(host: str) -> None:
 @click.option("--name", help="Worker name (default: RQ's, unique per process).")
 @_friendly_errors
 def worker(queues: tuple[str, ...], burst: bool, max_jobs: int | None, name: str | None) -> None:
-    """Work on QUEUES in priority order (default: express standard batch).
+    """Work on QUEUES in priority order (default: express standard batch), webhook deliveries first.
 
-    One worker runs one job at a time; run several for more (one per core is a good start).
+    One worker runs one job at a time; run several for more (one per core is a good start). Every worker
+    delivers webhooks (the webhooks queue) before it takes a job from QUEUES.
     """
     unknown = [queue for queue in queues if queue not in QUEUE_NAMES]
     if unknown:
@@ -143,7 +144,7 @@ def doctor(no_model: bool) -> None:
 
 @cli.group()
 def users() -> None:
-    """Create users, change their tier, role or quota, show usage."""
+    """Create users, change their tier, role or quota, show usage, rotate webhook secrets."""
 
 
 def _services():
@@ -208,6 +209,24 @@ def users_usage(user: str) -> None:
     quota = svc.quota.usage(svc.users.find(user))
     click.echo(f"{quota.period}: {quota.used} of {quota.limit} jobs used, {quota.remaining} left; "
                f"resets {iso(quota.resets_at)}")
+
+
+@users.command("webhook-secret")
+@click.argument("user")
+@_friendly_errors
+def users_webhook_secret(user: str) -> None:
+    """Give USER (id or email) a new webhook signing secret; printed once, alone on the last line.
+
+    Deliveries from now on, retries of earlier events included, are signed with it: the old one stops verifying.
+    """
+    from app.core.webhooks import rotate_secret
+
+    svc = _services()
+    found = svc.users.find(user)
+    secret = rotate_secret(svc.redis, found.id)
+    click.echo(f"New webhook signing secret for {found.email}; webhooks are signed with it from now on, and it "
+               f"is shown only now:")
+    click.echo(secret)
 
 
 @cli.group()

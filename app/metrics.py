@@ -28,6 +28,7 @@ from rq import Queue, Worker
 from app.core import stats
 from app.core.errors import MetricsClosed, Unauthorized
 from app.core.jobs import QUEUE_NAMES
+from app.core.webhooks import WEBHOOK_QUEUE
 from app.openapi import operation
 
 
@@ -45,7 +46,8 @@ COMPLETED = JobMetric("ytcaption_jobs_completed", "counter", ("queue", "status")
                       "Jobs that ended: finished, failed (for good, after retries) or cancelled.")
 RUN_TIME = JobMetric("ytcaption_job_duration_seconds", "histogram", ("task_name",),
                      "Run time of jobs that ended (buckets 1 s to 1 h).")
-QUEUE_LENGTH = JobMetric("ytcaption_queue_length", "gauge", ("queue",), "Jobs waiting in each queue.")
+QUEUE_LENGTH = JobMetric("ytcaption_queue_length", "gauge", ("queue",),
+                         "Jobs waiting in each queue (`webhooks`: deliveries due, not those waiting for a retry).")
 RECOVERED = JobMetric("ytcaption_jobs_recovered", "counter", ("reason",),
                       "Jobs put back on their queue: fetched but not started by a worker that died or froze "
                       "(worker_lost), running on one (abandoned: one attempt used), or found in no queue, "
@@ -61,8 +63,12 @@ RESULT_CACHE = JobMetric("ytcaption_result_cache", "counter", ("outcome",),
                          "(miss); `cache: false` submits are not counted.")
 COALESCED = JobMetric("ytcaption_coalesced_submits", "counter", (),
                       "Submits that followed identical work in flight instead of starting their own.")
+WEBHOOK_DELIVERIES = JobMetric(
+    "ytcaption_webhook_deliveries", "counter", ("outcome",),
+    "Attempts to deliver a webhook: delivered (a 2xx), retried (a timeout, a connection error, 5xx, 408 or 429, "
+    "with retries left) or failed (the event given up: another 4xx, a refused URL or redirect, or the last retry).")
 JOB_METRICS = (SUBMITTED, COMPLETED, RECOVERED, RUN_TIME, QUEUE_LENGTH, ACTIVE_WORKERS, PROXY_DOWNLOADS,
-               RESULT_CACHE, COALESCED)
+               RESULT_CACHE, COALESCED, WEBHOOK_DELIVERIES)
 
 
 class JobCollector(Collector):
@@ -100,6 +106,13 @@ class JobCollector(Collector):
             proxies.add_metric(field.decode().rsplit("|", 1), int(value))
         yield proxies
 
+        deliveries = CounterMetricFamily(WEBHOOK_DELIVERIES.name, WEBHOOK_DELIVERIES.help,
+                                         labels=WEBHOOK_DELIVERIES.labels)
+        counts = {field.decode(): int(value) for field, value in self.connection.hgetall(stats.WEBHOOKS).items()}
+        for outcome in stats.WEBHOOK_OUTCOMES:
+            deliveries.add_metric([outcome], counts.get(outcome, 0))
+        yield deliveries
+
         duration = HistogramMetricFamily(RUN_TIME.name, RUN_TIME.help, labels=RUN_TIME.labels)
         for key in self.connection.scan_iter(stats.DURATION.format("*")):
             fields = {k.decode(): v for k, v in self.connection.hgetall(key).items()}
@@ -110,7 +123,7 @@ class JobCollector(Collector):
 
         lengths = GaugeMetricFamily(QUEUE_LENGTH.name, QUEUE_LENGTH.help, labels=QUEUE_LENGTH.labels)
         workers = GaugeMetricFamily(ACTIVE_WORKERS.name, ACTIVE_WORKERS.help, labels=ACTIVE_WORKERS.labels)
-        for name in QUEUE_NAMES:
+        for name in (*QUEUE_NAMES, WEBHOOK_QUEUE):
             queue = Queue(name, connection=self.connection)
             lengths.add_metric([name], queue.count)
             workers.add_metric([name], Worker.count(connection=self.connection, queue=queue))

@@ -51,8 +51,9 @@ WHISPER_RELEASED = int(datetime(2022, 9, 21, tzinfo=timezone.utc).timestamp())
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("word", "segment")
 #: The form fields both endpoints read besides ``file`` and ``timestamp_granularities[]``; any other is refused
-#: (``stream`` only as false: answers are whole; ``language`` on a translation: the language spoken).
-_FIELDS = {"model", "language", "prompt", "response_format", "temperature", "stream"}
+#: (``stream`` only as false: answers are whole; ``language`` on a translation: the language spoken;
+#: ``callback_url``, ytcaption's own: a webhook when the job ends, for a request that answers 202).
+_FIELDS = {"model", "language", "prompt", "response_format", "temperature", "stream", "callback_url"}
 #: A job's failure that is the request's fault: its status code here (other failures are the server's, 500).
 _CLIENT_FAILURES = {"undecodable_media": 400, "no_audio": 400, "video_too_long": 400, "cancelled": 409}
 
@@ -165,7 +166,7 @@ def _read_form(form: dict[str, str], lists: list[tuple[str, str]], task: str,
         "task": task,
         "word_timestamps": "word" in granularities,
     }
-    fields.update({name: form[name] for name in ("prompt", "temperature") if name in form})
+    fields.update({name: form[name] for name in ("prompt", "temperature", "callback_url") if name in form})
     return response_format, granularities, fields
 
 

@@ -6,7 +6,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.core.redis_server import free_port
 from tests.helpers import http, start_api, status, stop_process, submit
 
-
 TOKEN = "scrape-token-0123456789"
 
 

@@ -34,6 +34,7 @@ from app.core.errors import JobError, JobTimedOut, WorkerLost
 from app.core.quota import refund
 from app.core.reliability import taken_from
 from app.core.stats import record_completed, record_recovered, task_name
+from app.core.webhooks import DELIVER
 from workers import context, pieces
 from workers.jobs import job_work_dir
 
@@ -68,8 +69,8 @@ def horse_killed(job: Job, pid: int, status: int, rusage: object) -> None:
     if taken_from(job.connection, job, os.environ.get("RQ_WORKER_ID", "")):  # RQ sets it at each fork
         return
     shutil.rmtree(job_work_dir(context.settings().work_dir, job.id), ignore_errors=True)
-    if job.func_name == pieces.TRANSCRIBE_PIECE:
-        return  # not a client's job: its parent takes the piece over, nothing to count or refund
+    if job.func_name in (pieces.TRANSCRIBE_PIECE, DELIVER):
+        return  # not a client's job (a piece's parent takes it over; RQ retries a delivery): nothing to count
     ran = _run_time(job) or 0.0
     if job.timeout and job.timeout > 0 and ran > job.timeout:
         # The worker killed a horse that did not stop at its timeout (stuck in native code).

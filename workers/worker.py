@@ -12,7 +12,10 @@ What ytcaption adds goes through RQ's public surface wherever RQ offers one:
 - heartbeats every ``MONITOR_INTERVAL`` s and maintenance every ``MAINTENANCE_INTERVAL`` s are
   constructor arguments;
 - ``queue_class`` is ``workers.fetch.FetchingQueue``: jobs are fetched in priority order into the
-  worker's fetched list, where they are found again if the worker dies (``app.core.reliability``).
+  worker's fetched list, where they are found again if the worker dies (``app.core.reliability``);
+- every worker serves the ``webhooks`` queue before the queues it was given: the worker that
+  has just ended a job delivers its webhook next (``workers.webhooks``, seconds at most), and
+  RQ's scheduler in the worker (``with_scheduler``) puts the deliveries' retries back when due.
 
 ``TranscriptionWorker`` overrides twelve RQ methods; each says why. They are the only ones, and
 ``rq`` is pinned to the minor version the suite runs against (``pyproject.toml``).
@@ -42,6 +45,7 @@ from app.core.errors import EngineUnavailable
 from app.core.jobs import QUEUE_NAMES
 from app.core.reliability import claim, release, taken_from
 from app.core.settings import Settings
+from app.core.webhooks import WEBHOOK_QUEUE
 from workers import context, ytdlp
 from workers.callbacks import horse_killed
 from workers.cpu_share import CpuPool
@@ -103,11 +107,18 @@ class TranscriptionWorker(HerokuWorker):
     # would go on for nobody, and the next job would wait for it) and start a new one, or start a
     # new one if this worker's share of the cores changed (``workers.cpu_share``), or recycle the
     # host once worn. And before forking the horse, find the yt-dlp extractor of the job's URL,
-    # which costs a horse ten times more (``workers.ytdlp.choose_extractor``).
+    # which costs a horse ten times more (``workers.ytdlp.choose_extractor``). A webhook delivery
+    # needs none of the engine host's care, nor counts as one of its jobs.
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not claim(self.connection, self.name, job.id):
             self.log.warning("Worker %s: job %s was put back on its queue while this worker was not answering; "
                              "not running it here", self.name, job.id)
+            return
+        if queue.name == WEBHOOK_QUEUE:
+            try:
+                super().execute_job(job, queue)
+            finally:
+                release(self.connection, self.name, job.id)
             return
         if self.engine_host is not None:
             try:
@@ -306,7 +317,9 @@ def _stop_with_worker(worker: TranscriptionWorker) -> None:
 
 def build_worker(connection: Redis, settings: Settings, queue_names: Sequence[str] = QUEUE_NAMES,
                  engine_host: EngineHost | None = None, name: str | None = None, **kwargs) -> TranscriptionWorker:
+    """A worker on the ``webhooks`` queue, then on ``queue_names`` in priority order."""
     name = name or uuid.uuid4().hex
+    queue_names = [WEBHOOK_QUEUE, *(queue for queue in queue_names if queue != WEBHOOK_QUEUE)]
     queues = [FetchingQueue(queue, connection=connection, fetcher=name) for queue in queue_names]
     return TranscriptionWorker(queues, connection=connection, settings=settings, engine_host=engine_host,
                                name=name, queue_class=FetchingQueue, **kwargs)

@@ -1,7 +1,8 @@
 """Batches: several videos submitted at once, each its own job on the ``batch`` queue.
 
-A failure stays with its video (and is retried alone); the batch record only lists the jobs,
-and its status is computed from theirs when asked.
+A failure stays with its video (and is retried alone); the batch record only lists the jobs (and
+keeps the batch's ``callback_url``, ``app.core.webhooks``), and its status is computed from theirs
+when asked.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from app.core import schemas
+from app.core import schemas, webhooks
 from app.core.errors import BadRequest, NotFound, ValidationFailed
 from app.core.jobs import (
     TRANSCRIBE_VIDEO,
@@ -30,13 +32,21 @@ from app.core.schemas import BatchBody
 from app.core.settings import Settings
 from app.core.stats import record_submitted, task_name
 from app.core.users import User
-from app.core.validation import TranscriptionRequest, check_submit, parse_body
+from app.core.validation import TranscriptionRequest, check_callback, check_submit, parse_body
 
 _BATCH = "ytcaption:batch:{}"
 ENDED = ("completed", "failed", "cancelled")
 
 
-def parse_batch(payload: Any, settings: Settings, user: User) -> list[TranscriptionRequest]:
+@dataclass(frozen=True)
+class BatchRequest:
+    """A batch body that passed every rule: its videos, and where to announce its end."""
+
+    videos: list[TranscriptionRequest]
+    callback_url: str | None = None
+
+
+def parse_batch(payload: Any, settings: Settings, user: User) -> BatchRequest:
     """Validate every video; the first problem refuses the whole batch, naming the video."""
     body = parse_body(BatchBody, payload)
     limit = settings.batch_limit_for(user.tier)
@@ -48,19 +58,21 @@ def parse_batch(payload: Any, settings: Settings, user: User) -> list[Transcript
             requests.append(check_submit(video, settings))
         except BadRequest as exc:
             raise type(exc)(f"videos[{index}]: {exc.message}") from None
-    return requests
+    return BatchRequest(requests, check_callback(body.callback_url, settings))
 
 
-def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User, settings: Settings,
+def submit_batch(queue: Queue, batch: BatchRequest, user: User, settings: Settings,
                  ledger: QuotaLedger) -> dict[str, Any]:
     """Charge one quota unit per video (all or none) and enqueue one job per video, atomically."""
     batch_id = uuid.uuid4().hex
+    requests = batch.videos
     with ledger.charged(user, len(requests)) as quota, queue.connection.pipeline() as pipe:
         jobs = [enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe,
                                       extra_meta={"batch_id": batch_id, "batch_index": index})
                 for index, request in enumerate(requests)]
         record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
-                  "created_at": time.time()}
+                  "created_at": time.time(),
+                  **({"webhook": webhooks.target(batch.callback_url, settings)} if batch.callback_url else {})}
         pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
         for job in jobs:
             accept(pipe, job.id)
@@ -69,9 +81,14 @@ def submit_batch(queue: Queue, requests: list[TranscriptionRequest], user: User,
     return {"record": record, "quota": quota}
 
 
-def fetch_owned_batch(connection: Redis, batch_id: str, user: User) -> dict[str, Any]:
+def read_batch(connection: Redis, batch_id: str) -> dict[str, Any] | None:
+    """The batch's record (``batch_id``, ``user_id``, ``job_ids``, ``created_at``, ``webhook`` if any), or None."""
     raw = connection.get(_BATCH.format(batch_id)) if len(batch_id) <= 64 else None
-    record = json.loads(raw) if raw else None
+    return json.loads(raw) if raw else None
+
+
+def fetch_owned_batch(connection: Redis, batch_id: str, user: User) -> dict[str, Any]:
+    record = read_batch(connection, batch_id)
     if record is None or (record["user_id"] != user.id and not user.is_admin):
         raise NotFound(f"No batch {batch_id!r}.")
     return record
@@ -97,8 +114,11 @@ def describe_batch(connection: Redis, record: dict[str, Any]) -> schemas.BatchSt
     else:
         status = "processing"
     progress = sum(100 if v.status in (*ENDED, "expired") else v.progress for v in videos) / len(videos)
+    hook = record.get("webhook")
     return schemas.BatchStatus(batch_id=record["batch_id"], status=status, progress=round(progress),
-                               total=len(videos), counts=schemas.BatchCounts(**counts), videos=videos)
+                               total=len(videos), counts=schemas.BatchCounts(**counts), videos=videos,
+                               **({"webhook": webhooks.delivery(connection, record["batch_id"], hook["url"])}
+                                  if hook else {}))
 
 
 def cancel_batch(connection: Redis, record: dict[str, Any], settings: Settings) -> int:

@@ -58,13 +58,15 @@ class ValidationFailed(BadRequest):
 
 
 class InvalidURL(BadRequest):
-    """Not an http(s) URL, credentials in it, or no YouTube video id in a YouTube URL."""
+    """Not an http(s) URL, credentials in it, no YouTube video id in a YouTube URL, or a `callback_url` whose host
+    does not resolve."""
 
     code = "invalid_url"
 
 
 class HostNotAllowed(BadRequest):
-    """The host is neither YouTube's nor allowed by `ALLOWED_URL_HOSTS` (or resolves to a private address)."""
+    """The host is neither YouTube's nor allowed by `ALLOWED_URL_HOSTS` (or resolves to a private address); a
+    `callback_url` on a private address or a port other than the default, unless `WEBHOOK_ALLOWED_HOSTS` lists it."""
 
     code = "host_not_allowed"
 

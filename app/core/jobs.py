@@ -29,7 +29,7 @@ from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobEr
 from rq.job import Job, JobStatus, Retry
 from rq.utils import now, utcformat
 
-from app.core import endings, schemas, sharing, uploads
+from app.core import endings, schemas, sharing, uploads, webhooks
 from app.core.errors import (
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -125,6 +125,8 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
     meta = {"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
             "quota_period": quota_period, **(extra_meta or {})}
     meta["work_key"] = work_key_of(request)
+    if request.callback_url:
+        meta["webhook"] = webhooks.target(request.callback_url, settings)
     job = queue.create_job(
         TRANSCRIBE_VIDEO,
         kwargs=kwargs,
@@ -263,6 +265,7 @@ def _fingerprint(queue: Queue, request: TranscriptionRequest) -> str:
     fields += [request.source] if request.source != "whisper" else []
     fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
     fields += [request.options.as_job()] if request.options.as_job() else []
+    fields += [{"callback_url": request.callback_url}] if request.callback_url else []
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
@@ -358,6 +361,8 @@ def describe_job(job: Job) -> schemas.JobStatus:
         sharing.describe_follower(job.connection, job, body, describe_job)
     if meta.get("cached"):
         body["cached"] = True
+    if (webhook := webhooks.describe(job)) is not None:
+        body["webhook"] = webhook
     return schemas.JobStatus.model_validate(body)
 
 

@@ -70,6 +70,13 @@ class EngineFields(Request):
     word_timestamps: bool = Field(False, description="Keep each word's start and end (`segments[].words`).")
 
 
+def _callback_url():
+    return Field(None, min_length=1, max_length=2048, json_schema_extra={"format": "uri"}, description=(
+        "A URL to POST a signed event to once the job has ended (a batch: once all its videos have), "
+        "per Standard Webhooks (docs/api.md#webhooks): a public host on its default port, or a host the "
+        "operator allows."))
+
+
 class SubmitBody(EngineFields):
     """A video to transcribe."""
 
@@ -88,6 +95,7 @@ class SubmitBody(EngineFields):
     cache: bool = Field(True, description=(
         "`false`: run afresh, even if the same transcript was made lately (the result cache) or is being made "
         "(in-flight sharing); its transcript then answers later submits."))
+    callback_url: str | None = _callback_url()
 
 
 class UploadForm(EngineFields):
@@ -98,12 +106,14 @@ class UploadForm(EngineFields):
     language: str = Field(AUTO, description="As for a URL.")
     model: str | None = Field(None, description="As for a URL.")
     cache: bool = Field(True, description="As for a URL (the same audio: the same SHA-256).")
+    callback_url: str | None = _callback_url()
 
 
 class BatchBody(Request):
     """Several videos, each its own job on the batch queue."""
 
     videos: list[SubmitBody] = Field(min_length=1, description="At most the tier's `BATCH_MAX_*` videos.")
+    callback_url: str | None = _callback_url()
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -171,6 +181,29 @@ class JobResult(StoredDocument):
     timings: Timings
 
 
+class WebhookAttempt(StoredDocument):
+    """One attempt to deliver a webhook's event."""
+
+    at: Timestamp
+    status: int | None = Field(description=(
+        "The HTTP status answered (of the last hop, when redirected); null when none came (a timeout, a refused "
+        "connection, a URL refused by the policy before the request)."))
+    latency_ms: int = Field(description="Milliseconds the attempt took, every hop together.")
+    error: str | None = Field(description="Why it failed, in a few words; null once delivered.")
+    url: str | None = Field(None, description="The last hop's URL, when the callback URL redirected.")
+
+
+class WebhookDelivery(StoredDocument):
+    """The webhook of a job or batch submitted with a `callback_url`."""
+
+    url: str
+    event_id: str | None = Field(description="The event's `webhook-id`; null until the job (or batch) has ended.")
+    state: Literal["pending", "delivered", "failed"] = Field(description=(
+        "`pending` until delivered (the job runs, or the event waits for its next attempt), `delivered` (a 2xx), "
+        "or `failed` for good (a 4xx other than 408 and 429, a refused URL or redirect, or retries spent)."))
+    attempts: list[WebhookAttempt]
+
+
 class JobStatus(Document):
     """A job as its owner sees it."""
 
@@ -197,6 +230,7 @@ class JobStatus(Document):
     error: JobErrorDocument | None = Field(None, description="Once failed.")
     cached: bool | None = Field(None, description=(
         "`true`: completed at submit from the result cache, by no worker (docs/api.md#result-cache)."))
+    webhook: WebhookDelivery | None = Field(None, description="With a `callback_url`: its delivery.")
 
 
 class CancelAnswer(Document):
@@ -305,6 +339,7 @@ class BatchStatus(Document):
     total: int
     counts: BatchCounts
     videos: list[BatchVideo | ExpiredVideo]
+    webhook: WebhookDelivery | None = Field(None, description="With the batch's `callback_url`: its delivery.")
 
 
 class BatchCancelled(Document):

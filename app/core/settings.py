@@ -244,6 +244,19 @@ class Settings(BaseSettings):
         "source and options: the result cache, docs/api.md#result-cache) at once. Default: as long as the "
         "transcript is kept (`TRANSCRIPT_TTL`). `0`: no cache; identical submits in flight still share one job."))
 
+    # --- webhooks ------------------------------------------------------------------------------
+    webhook_allowed_hosts: CommaList = Field((), description=(
+        "Hosts a `callback_url` may name besides public ones, written as in `ALLOWED_URL_HOSTS` (`host`, "
+        "`host:port`, `host:*`): a listed host is trusted at any address (an internal receiver) on the ports its "
+        "entry names. Any other host is reached on its default port, and only if every address it resolves to "
+        "is public (docs/api.md#webhooks)."))
+    webhook_retry_base: float = Field(10.0, ge=0.1, description=(
+        "Delay before a webhook's first retry, in seconds; retry *n* (counted from 0) waits between half and all "
+        "of `min(WEBHOOK_RETRY_MAX, WEBHOOK_RETRY_BASE × 2^n)`, with as many retries as make at least a day."))
+    webhook_retry_max: float = Field(3600.0, ge=60, description=(
+        "Cap of a webhook's retry delay, in seconds (at least 60: a day of retries at a lower cap would be "
+        "thousands, each one's delay kept in the delivery job's record)."))
+
     # --- operations ----------------------------------------------------------------------------
     metrics_token: SecretStr | None = Field(None, description=(
         "`/metrics` answers only `Authorization: Bearer <this token>` (`401` otherwise; give it to Prometheus as "
@@ -255,14 +268,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "`DEBUG`, `INFO`, `WARNING` or `ERROR`."))
 
-    @field_validator("whisper_allowed_models", "allowed_url_hosts", "redis_sentinels", mode="before")
+    @field_validator("whisper_allowed_models", "allowed_url_hosts", "webhook_allowed_hosts", "redis_sentinels",
+                     mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("allowed_url_hosts")
+    @field_validator("allowed_url_hosts", "webhook_allowed_hosts")
     @classmethod
     def _check_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(str(AllowedHost.parse(host)) for host in hosts)  # ValueError: the process does not start

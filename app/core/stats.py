@@ -14,6 +14,9 @@ DURATION = "ytcaption:metrics:duration:{}"  # hash per task: bucket bounds, "sum
 RECOVERED = "ytcaption:metrics:recovered"  # hash reason -> count
 SHARING = "ytcaption:metrics:sharing"  # hash hit|miss|coalesced -> count (app.core.sharing)
 PROXY_DOWNLOADS = "ytcaption:metrics:proxy_downloads"  # hash "proxy label|outcome" -> count
+WEBHOOKS = "ytcaption:metrics:webhook_deliveries"  # hash outcome -> count
+#: What became of an attempt to deliver a webhook (``app.core.webhooks``).
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed")
 #: What became of a download through one of YTDLP_PROXIES.
 PROXY_OUTCOMES = ("success", "proxy_error", "bot_check")
 ENDED = "ytcaption:ended:{}:{}"  # set once per job and outcome, so that a job is counted once
@@ -79,3 +82,8 @@ def record_proxy_download(connection: Redis | Pipeline, proxy_label: str, outcom
     """Count a download that went through a proxy (named by its label: ``scheme://host:port``, no
     credentials): ``success``, or the failure that made the job try the next proxy."""
     connection.hincrby(PROXY_DOWNLOADS, f"{proxy_label}|{outcome}", 1)
+
+
+def record_webhook(connection: Redis | Pipeline, outcome: str) -> None:
+    """Count an attempt to deliver a webhook by its outcome (one of ``WEBHOOK_OUTCOMES``)."""
+    connection.hincrby(WEBHOOKS, outcome, 1)

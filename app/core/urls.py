@@ -7,6 +7,10 @@ brackets (``[::1]:8080``). A listed host is trusted at any address (an operator 
 internal media server); a sub-domain of a listed name is allowed on default ports only, and only
 if every address it resolves to is public: never loopback, private, link-local (cloud metadata
 at 169.254.169.254) or reserved.
+
+A webhook's URL (``callback_url``) passes the same rules, open to any public host: on its default
+port, when every address its name resolves to is public; or a host ``WEBHOOK_ALLOWED_HOSTS``
+lists, at any address, on the ports its entry names (``check_callback_url``).
 """
 
 from __future__ import annotations
@@ -157,6 +161,42 @@ def check_fetch_url(url: str, extra_hosts: Iterable[str] = (), resolve: Resolver
     return check_host(parts, host, extra_hosts, resolve)
 
 
+def check_callback_url(url: str, allowed_hosts: Iterable[str] = (),
+                       resolve: Resolver | None = None) -> list[str] | None:
+    """Check a webhook's URL (``callback_url`` at submit; each request of a delivery, each redirect hop too).
+
+    Returns the public addresses the host resolves to, for the caller to connect to (and not to a
+    second DNS answer), or ``None`` for a host ``allowed_hosts`` lists (trusted at any address).
+
+    Raises:
+        InvalidURL (not an http(s) URL, credentials in it, or a name that does not resolve), HostNotAllowed.
+    """
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidURL(f"callback_url is longer than {MAX_URL_LENGTH} characters.")
+    parts, host = _split(url, "callback_url")
+    scheme = parts.scheme.lower()
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
+    listed = [rule for rule in _allowed(tuple(allowed_hosts)) if rule.host == host]
+    if listed:
+        if any(rule.allows(scheme, port) for rule in listed):
+            return None  # listed: trusted at any address, as the operator wrote it
+        entries = ", ".join(str(rule) for rule in listed)
+        raise HostNotAllowed(f"Port {port} is not allowed for the callback host {host!r} (this server allows "
+                             f"{entries}).")
+    if port != _DEFAULT_PORTS[scheme]:
+        raise HostNotAllowed(f"Port {port} is not allowed for the callback host {host!r}: a callback URL uses its "
+                             f"scheme's default port (80 or 443).")
+    try:
+        addresses = (resolve or resolve_host)(host)
+    except OSError:
+        raise InvalidURL(f"The callback host {host!r} does not resolve.") from None
+    if not addresses or not all(is_public_address(address) for address in addresses):
+        raise HostNotAllowed(f"The callback host {host!r} resolves to a private or local address: callback URLs "
+                             f"must point to public hosts.")
+    return addresses
+
+
 def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver | None) -> list[str] | None:
     rules = _allowed(tuple(extra_hosts))
     scheme = parts.scheme.lower()
@@ -181,19 +221,19 @@ def check_host(parts, host: str, extra_hosts: Iterable[str], resolve: Resolver |
     return addresses
 
 
-def _split(raw: str):
+def _split(raw: str, field: str = "youtube_url"):
     try:
         parts = urlsplit(raw)
         host = (parts.hostname or "").lower()
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        raise InvalidURL("youtube_url is not a valid URL.") from None
+        raise InvalidURL(f"{field} is not a valid URL.") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidURL("youtube_url must be an http:// or https:// URL.")
+        raise InvalidURL(f"{field} must be an http:// or https:// URL.")
     if not host:
-        raise InvalidURL("youtube_url has no host.")
+        raise InvalidURL(f"{field} has no host.")
     if parts.username is not None or parts.password is not None:
-        raise InvalidURL("youtube_url must not contain a user name or password.")
+        raise InvalidURL(f"{field} must not contain a user name or password.")
     return parts, host
 
 

@@ -13,7 +13,7 @@ from app.core.languages import AUTO, WHISPER_LANGUAGES
 from app.core.options import EngineOptions
 from app.core.schemas import EngineFields, SubmitBody, UploadForm
 from app.core.settings import Settings
-from app.core.urls import VideoURL, parse_video_url
+from app.core.urls import VideoURL, check_callback_url, parse_video_url
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -37,6 +37,7 @@ class TranscriptionRequest:
     upload: Upload | None = None
     options: EngineOptions = EngineOptions()
     cache: bool = True  # False: never answered from the result cache, never attached to work in flight
+    callback_url: str | None = None  # where the job's end is announced (``app.core.webhooks``)
 
     @property
     def what(self) -> str:
@@ -68,7 +69,8 @@ def check_submit(body: SubmitBody, settings: Settings) -> TranscriptionRequest:
     # Captions only never reach the model: its language does not limit theirs.
     language = check_language(body.language, model if body.source != "captions" else None)
     return TranscriptionRequest(video=video, language=language, model=model, source=body.source,
-                                options=check_options(body, model, settings), cache=body.cache)
+                                options=check_options(body, model, settings), cache=body.cache,
+                                callback_url=check_callback(body.callback_url, settings))
 
 
 def parse_upload(form: dict[str, str], upload: Upload, settings: Settings) -> TranscriptionRequest:
@@ -76,7 +78,16 @@ def parse_upload(form: dict[str, str], upload: Upload, settings: Settings) -> Tr
     fields = parse_body(UploadForm, form)
     model = check_model(fields.model, settings)
     return TranscriptionRequest(video=None, language=check_language(fields.language, model), model=model,
-                                upload=upload, options=check_options(fields, model, settings), cache=fields.cache)
+                                upload=upload, options=check_options(fields, model, settings), cache=fields.cache,
+                                callback_url=check_callback(fields.callback_url, settings))
+
+
+def check_callback(url: str | None, settings: Settings) -> str | None:
+    """The ``callback_url`` asked for, if any, once it passed the callback policy (``WEBHOOK_ALLOWED_HOSTS``)."""
+    if url is None:
+        return None
+    check_callback_url(url, settings.webhook_allowed_hosts)
+    return url.strip()
 
 
 def check_model(name: str | None, settings: Settings) -> str:
