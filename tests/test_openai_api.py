@@ -107,6 +107,23 @@ def test_a_transcription_with_word_timestamps_through_the_sdk(server):
     assert after["quota"]["used"] == before["quota"]["used"] + 1
 
 
+def test_the_same_audio_again_is_answered_from_the_cache_as_a_job_of_its_own(server):
+    """The SDK's client sees the same answer; the second request is a job completed at submit (app.core.sharing)."""
+    client = server.client()
+    audio = (FIXTURES / "fox.m4a").read_bytes()
+    asked = {"model": "whisper-1", "file": ("fox.m4a", audio), "prompt": "The result cache."}
+    first = client.audio.transcriptions.with_raw_response.create(**asked)
+    started = time.monotonic()
+    again = client.audio.transcriptions.with_raw_response.create(**asked)
+    print(f"the same audio again, from the cache: {time.monotonic() - started:.3f} s")
+    assert first.parse().text == again.parse().text
+    headers = {"Authorization": f"Bearer {server.pro}"}
+    jobs = [job_status(server.url, headers, raw.headers["X-Job-Id"]) for raw in (first, again)]
+    assert jobs[0]["job_id"] != jobs[1]["job_id"]
+    assert "cached" not in jobs[0] and jobs[1]["cached"] is True
+    assert jobs[1]["result"]["transcription_id"] == jobs[1]["job_id"]
+
+
 @pytest.mark.parametrize("response_format", ["json", "text", "srt", "verbose_json", "vtt"])
 def test_every_response_format_is_parsed_by_the_sdk(server, response_format):
     with open(FIXTURES / "fox.m4a", "rb") as audio:
@@ -209,7 +226,8 @@ def test_waiting_requests_hold_no_worker_process_and_answer_202_after_the_wait(s
 
     def wait(index: int) -> None:
         answers[index] = client.audio.transcriptions.with_raw_response.create(
-            model="whisper-1", file=("fox.m4a", (FIXTURES / "fox.m4a").read_bytes()), response_format="text")
+            model="whisper-1", file=("fox.m4a", (FIXTURES / "fox.m4a").read_bytes()), response_format="text",
+            prompt=f"Request {index}.")  # four requests, not one shared by four (app.core.sharing)
 
     waiting = [threading.Thread(target=wait, args=(index,)) for index in range(4)]
     for thread in waiting:

@@ -215,3 +215,23 @@ def test_metrics_count_cache_misses_and_shared_submits(make_client, make_user):
     assert cache == {"hit": 0, "miss": 3}
     assert families["ytcaption_coalesced_submits"].samples[0].value == 2
     assert services.queues["express"].count == 2
+
+
+def test_a_follower_has_its_leaders_events_so_far_and_from_then_on_but_its_own_end(client, make_user, services):
+    from app.core import events
+
+    connection = services.redis
+    _, alice = make_user("pro")
+    _, bob = make_user("pro")
+    leader = submit(client, alice, YOUTUBE).get_json()["job_id"]
+    events.publish(connection, leader, "stage", {"stage": "downloading"})
+    follower = submit(client, bob, YOUTUBE).get_json()["job_id"]
+    events.publish(connection, leader, "segment", {"id": 0, "start": 0.0, "end": 1.0, "text": "Hello"})
+    events.publish(connection, leader, "completed", {"status": "completed"})  # a final event is each job's own
+
+    def kinds(job_id: str) -> list[tuple[str, dict]]:
+        return [(event, data) for _, event, data in events.read(connection, job_id, "0", None)]
+
+    assert kinds(follower) == [("stage", {"stage": "downloading"}),
+                               ("segment", {"id": 0, "start": 0.0, "end": 1.0, "text": "Hello"})]
+    assert [event for event, _ in kinds(leader)] == ["stage", "segment", "completed"]
