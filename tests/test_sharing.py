@@ -235,3 +235,33 @@ def test_a_follower_has_its_leaders_events_so_far_and_from_then_on_but_its_own_e
     assert kinds(follower) == [("stage", {"stage": "downloading"}),
                                ("segment", {"id": 0, "start": 0.0, "end": 1.0, "text": "Hello"})]
     assert [event for event, _ in kinds(leader)] == ["stage", "segment", "completed"]
+
+
+def test_cancelling_the_running_leader_hands_the_work_over_and_the_follower_completes(api_url, media_server,
+                                                                                      worker_process):
+    alice = {"Authorization": f"Bearer {create_user('pro', 'running-alice@example.com')}"}
+    bob = {"Authorization": f"Bearer {create_user('pro', 'running-bob@example.com')}"}
+    url = media_server.url("lecture.webm", delay=0.5)  # 13 chunks, some 6 s: the leader runs while we look
+
+    def submit_as(headers: dict) -> str:
+        answer = requests.post(f"{api_url}/api/v1/transcribe/async/submit", json={"youtube_url": url},
+                               headers=headers, timeout=60)
+        assert answer.status_code == 202, answer.text
+        return answer.json()["job_id"]
+
+    def state(headers: dict, job_id: str) -> dict:
+        return requests.get(f"{api_url}/api/v1/transcribe/async/status/{job_id}", headers=headers, timeout=30).json()
+
+    leader = submit_as(alice)
+    wait_for(lambda: state(alice, leader)["status"] == "processing", timeout=120, interval=0.1,
+             message="the leader to run")
+    follower = submit_as(bob)
+    assert state(bob, follower)["status"] == "processing"  # the work it follows runs
+    cancel = requests.delete(f"{api_url}/api/v1/transcribe/async/cancel/{leader}", headers=alice, timeout=30)
+    assert cancel.status_code == 202
+    done = wait_for(lambda: _ended(api_url, bob, follower), timeout=240, interval=0.2,
+                    message="the follower to end")
+    assert done["status"] == "completed" and done["result"]["transcription_id"] == follower, done
+    assert state(alice, leader)["status"] == "cancelled"
+    transcript = requests.get(f"{api_url}/api/v1/transcriptions/{follower}", headers=bob, timeout=30).json()
+    assert word_error_rate(FIXTURE_TEXT["lecture.webm"], transcript["text"]) < 0.2

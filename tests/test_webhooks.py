@@ -546,3 +546,36 @@ def test_the_metrics_count_deliveries_by_outcome(config, redis):
     assert 'ytcaption_webhook_deliveries_total{outcome="failed"} 0.0' in text
     assert 'ytcaption_queue_length{queue="webhooks"} 0.0' in text
 
+
+
+def test_each_job_sharing_work_and_a_cache_hit_sends_its_own_event(client, user, receiver, redis, media_server):
+    """Two identical uploads share one job (app.core.sharing); a third, after, is answered from the cache.
+    Each has its own event, naming its own job and transcript."""
+    _, headers = user
+    audio = (media_server.directory / "fox.m4a").read_bytes()
+
+    def upload(path: str):
+        return client.post("/api/v1/transcribe/async/submit", headers=headers, content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(audio), "fox.m4a"), "callback_url": receiver.url(path)})
+
+    shared = [upload(path) for path in ("/hooks/leader", "/hooks/follower")]
+    assert [answer.status_code for answer in shared] == [202, 202]
+    job_ids = {path: answer.get_json()["job_id"] for path, answer in zip(("/hooks/leader", "/hooks/follower"), shared)}
+    assert Queue("standard", connection=redis).count == 1
+    worker = start_worker(redis)
+    try:
+        wait_for(lambda: all(webhook_of(client, headers, job_id).get("state") == "delivered"
+                             for job_id in job_ids.values()), timeout=DEADLINE, interval=0.2,
+                 message="both webhooks to be delivered")
+        cached = upload("/hooks/cached")
+        assert cached.status_code == 200 and cached.get_json()["cached"] is True
+        job_ids["/hooks/cached"] = cached.get_json()["job_id"]
+        wait_for(lambda: receiver.at("/hooks/cached"), timeout=DEADLINE, interval=0.2, message="the cache hit's event")
+    finally:
+        stop_process(worker)
+    for path, job_id in job_ids.items():
+        [request] = receiver.at(path)
+        assert request.verified and request.event_id == f"evt_{job_id}_completed"
+        assert request.event["type"] == "job.completed"
+        data = request.event["data"]
+        assert data["job_id"] == job_id and data["result"]["transcription_id"] == job_id

@@ -41,11 +41,13 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.commands.core import Script
 from rq import Queue
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now
 
 from app.core import events, stats
+from app.core.settings import Settings
 from app.core.stats import record_completed, task_name
 from app.core.transcripts import TranscriptStore
 
@@ -182,14 +184,15 @@ def finish_cached(pipe: Pipeline, job: Job, hit: CacheHit, user_id: str, transcr
     return result
 
 
-def leader_ended(connection: Redis, job: Job, status: str, details: dict[str, Any], settings) -> None:
+def leader_ended(connection: Redis, job: Job, status: str, details: dict[str, Any], settings: Settings) -> None:
     """``job`` ended for good: remember its result, and end its followers alike (or hand them the work)."""
     key = job.meta.get("work_key")
     if key is None:
         return
     result = details.get("result")
-    if status == "completed" and isinstance(result, dict) and not job.meta.get("cached") \
-            and cacheable(job.kwargs.get("video_id"), job.kwargs.get("url")) and leader_of(connection, job.id) is None:
+    # Only a job that did the work (a worker ran it) is remembered, not one ended with it or from the cache.
+    if status == "completed" and isinstance(result, dict) and job.worker_name \
+            and cacheable(job.kwargs.get("video_id"), job.kwargs.get("url")):
         remember(connection, key, result, settings.result_cache_ttl_seconds)
     flight = flight_key(key, job.origin, job.kwargs.get("max_duration"))
     followers = [member.decode() for member in
@@ -198,11 +201,13 @@ def leader_ended(connection: Redis, job: Job, status: str, details: dict[str, An
     if not followers:
         return
     jobs = [found for found in Job.fetch_many(followers, connection=connection) if found is not None]
-    if status == "completed":
-        _complete_followers(connection, jobs, result, settings)
+    transcript = TranscriptStore(connection, settings.transcript_ttl).get(result["transcription_id"]) \
+        if status == "completed" and isinstance(result, dict) else None
+    if transcript is not None:
+        _complete_followers(connection, jobs, transcript, result, settings)
     elif status == "failed":
         _fail_followers(connection, jobs, details.get("error"), settings)
-    else:
+    else:  # cancelled, or completed without a transcript left to copy: the work is done again
         _hand_over(connection, job, jobs, flight)
 
 
@@ -211,7 +216,7 @@ def describe_follower(connection: Redis, job: Job, document: dict[str, Any], des
     leader_id = leader_of(connection, job.id)
     try:
         leader = Job.fetch(leader_id, connection=connection) if leader_id else None
-    except Exception:  # the leader's record is gone: the follower is pending until the sweep queues it
+    except (NoSuchJobError, DeserializationError):  # gone: the follower is pending until the sweep queues it
         leader = None
     if leader is None:
         return
@@ -255,15 +260,11 @@ def _finish(pipe: Pipeline, job: Job, result: dict) -> None:
     pipe.delete(FOLLOWS.format(job.id))
 
 
-def _complete_followers(connection: Redis, followers: list[Job], result: dict | None, settings) -> None:
+def _complete_followers(connection: Redis, followers: list[Job], transcript: dict, result: dict,
+                        settings: Settings) -> None:
     from app.core.endings import job_ended
 
     transcripts = TranscriptStore(connection, settings.transcript_ttl)
-    transcript = transcripts.get(result["transcription_id"]) if result else None
-    if transcript is None:  # the leader's transcript is gone already: each follower does the work itself
-        for follower in followers:
-            _queue(connection, follower)
-        return
     for follower in followers:
         with connection.pipeline() as pipe:
             own = _own_result(follower, transcript, result, follower.kwargs["user_id"], pipe, transcripts)
@@ -273,7 +274,7 @@ def _complete_followers(connection: Redis, followers: list[Job], result: dict | 
         job_ended(connection, follower, "completed", settings, result=own)
 
 
-def _fail_followers(connection: Redis, followers: list[Job], error: dict | None, settings) -> None:
+def _fail_followers(connection: Redis, followers: list[Job], error: dict | None, settings: Settings) -> None:
     from app.core.endings import job_ended
     from app.core.quota import refund
 
@@ -294,7 +295,8 @@ def _fail_followers(connection: Redis, followers: list[Job], error: dict | None,
 
 
 def _hand_over(connection: Redis, leader: Job, followers: list[Job], flight: str) -> None:
-    """The leader was cancelled: its first follower does the work now, at the front of its queue, and leads the rest."""
+    """The leader was cancelled (or its transcript is gone already): its first follower does the work now, at the
+    front of its queue, and leads the rest."""
     from app.core import uploads
 
     heir, rest = followers[0], followers[1:]
@@ -310,13 +312,4 @@ def _hand_over(connection: Redis, leader: Job, followers: list[Job], flight: str
         pipe.expire(FOLLOWERS.format(heir.id), FLIGHT_TTL)
         heir.set_status(JobStatus.QUEUED, pipeline=pipe)  # RQ would take a deferred job for one with dependencies
         Queue(heir.origin, connection=connection).enqueue_job(heir, pipeline=pipe, at_front=True)
-        pipe.execute()
-
-
-def _queue(connection: Redis, job: Job) -> None:
-    with connection.pipeline() as pipe:
-        pipe.multi()
-        pipe.delete(FOLLOWS.format(job.id))
-        job.set_status(JobStatus.QUEUED, pipeline=pipe)
-        Queue(job.origin, connection=connection).enqueue_job(job, pipeline=pipe)
         pipe.execute()
