@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from rq.job import Job
 
+from app.core import events
 from tests.helpers import FIXTURE_TEXT, horse_of, start_worker, status, stop_process, submit, wait_for, word_error_rate
 from tests.test_decoding import RATE, fixture_audio, silence, write_wav
 from workers.decoding import Span, plan_pieces
@@ -94,6 +95,9 @@ def test_two_workers_share_a_long_recording(two_workers, long_recording, redis):
     transcript = client.get(f"/api/v1/transcriptions/{result['transcription_id']}", headers=headers).get_json()
     segments = transcript["segments"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
+    # The live events had every segment, in time order, as the pieces came in (app.core.events).
+    told = [data for _, event, data in events.read(redis, job_id, "0", None) if event == "segment"]
+    assert [(s["id"], s["start"], s["text"]) for s in told] == [(s["id"], s["start"], s["text"]) for s in segments]
     # In order, no overlap at the cuts, nothing after the end; the words are all there once.
     assert all(a["end"] <= b["start"] + 0.01 for a, b in zip(segments, segments[1:]))
     assert segments[-1]["end"] <= transcript["duration"] and transcript["duration"] > 170

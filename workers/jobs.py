@@ -265,11 +265,12 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
                 progress.update("transcribing", DOWNLOAD_END + (TRANSCRIBE_END - DOWNLOAD_END) * fraction)
 
             stitched = None
+            segments = _Segments(job)
             if _worth_splitting(job, settings, media):
                 stitched = transcribe_in_pieces(job, settings, media.path, directory, language=language,
                                                 model=model, max_duration=max_duration, on_progress=transcribing,
                                                 on_duration=lambda duration: extend_timeout(job, settings, duration),
-                                                options=options)
+                                                options=options, on_segment=segments)
             if stitched is not None:
                 transcript, pieces = stitched.transcript, stitched.pieces
                 log.info("stitched", extra={"pieces": pieces, "by_other_workers": stitched.helped})
@@ -277,7 +278,7 @@ def _transcribe(job: Job, settings: Settings, *, url, video_id, language, model,
                 transcript = context.engine().transcribe(
                     str(media.path), language=language, model=model, max_duration=max_duration,
                     on_progress=transcribing, on_duration=lambda duration: extend_timeout(job, settings, duration),
-                    on_segment=_Segments(job), options=options,
+                    on_segment=segments, options=options,
                 )
             timings["model_load"] = transcript.model_load_seconds
             timings["transcribe"] = time.perf_counter() - started - transcript.model_load_seconds

@@ -45,7 +45,7 @@ from app.core.options import EngineOptions
 from app.core.settings import Settings
 from workers import context
 from workers.decoding import Piece
-from workers.engines import Segment, Transcript
+from workers.engines import Segment, SegmentCallback, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,14 @@ class Stitched:
 def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Path, *, language: str | None,
                          model: str, max_duration: float | None, on_progress: Callable[[float], None],
                          on_duration: Callable[[float], None],
-                         options: EngineOptions = EngineOptions()) -> Stitched | None:
+                         options: EngineOptions = EngineOptions(),
+                         on_segment: SegmentCallback | None = None) -> Stitched | None:
     """Transcribe the audio at ``path`` in pieces with whichever workers are free.
 
     None if the audio makes a single piece (the caller transcribes it as usual). ``on_progress``
     gets the fraction done and is called at least every ``POLL_INTERVAL`` while the job waits:
     it is where a cancel, the timeout or a lost ownership stops the job (``workers.jobs.Progress``).
+    ``on_segment`` gets the segments in time order: a piece's, once it and every piece before it are done.
     """
     engine = context.engine()
     duration, pieces = engine.split(str(path), str(directory), settings.chunk_seconds, max_duration)
@@ -181,6 +183,15 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
     _enqueue(job, settings, store, pieces, language, model, options)
     log.info("transcribing in pieces", extra={"pieces": len(pieces), "audio_seconds": round(duration, 1)})
     results: dict[int, dict[str, Any]] = {}
+    told = 0  # pieces whose segments went to on_segment
+
+    def tell() -> None:
+        nonlocal told
+        while on_segment is not None and told in results:
+            for segment in results[told]["segments"]:
+                segment = Segment.from_dict(segment)
+                on_segment(segment, min(1.0, segment.end / duration))
+            told += 1
 
     def report(current: Piece | None = None, fraction: float = 0.0) -> None:
         done = sum(pieces[index].end - pieces[index].start for index in results)
@@ -193,6 +204,7 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
                                        on_progress=lambda fraction: report(piece, fraction))
         store.save_result(piece.index, transcript, piece.start, by=job.id)
         results[piece.index] = store.result(piece.index)
+        tell()
 
     try:
         for piece in pieces:
@@ -204,6 +216,7 @@ def transcribe_in_pieces(job: Job, settings: Settings, path: Path, directory: Pa
                     continue
                 if (result := store.result(piece.index)) is not None:
                     results[piece.index] = result
+                    tell()
                 elif _abandoned(job, piece, store):
                     log.info("taking over a piece nobody is transcribing", extra={"piece": piece.index})
                     transcribe_here(piece)
