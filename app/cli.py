@@ -277,8 +277,9 @@ def keys_revoke(key_id: str) -> None:
 @click.option("--language", help="auto (the default) or an ISO 639-1 code, e.g. en.")
 @click.option("--model", help="One of the server's Whisper models (default: the server's).")
 @click.option("--no-wait", is_flag=True, help="Only submit: print the job ids and exit.")
+@click.option("--no-cache", is_flag=True, help="Transcribe afresh, even if the server has the transcript already.")
 def transcribe(inputs: tuple[str, ...], server: str, key: str | None, fmt: str, output: Path | None,
-               language: str | None, model: str | None, no_wait: bool) -> None:
+               language: str | None, model: str | None, no_wait: bool, no_cache: bool) -> None:
     """Transcribe YouTube URLs or local audio/video files on a ytcaption server.
 
     A progress bar per input on stderr; the transcripts on stdout, or in -o. Ctrl-C cancels the jobs.
@@ -290,7 +291,7 @@ def transcribe(inputs: tuple[str, ...], server: str, key: str | None, fmt: str, 
     # Imported here: rich and the HTTP client are not needed by the other commands.
     from app.client import Options, transcriber
 
-    options = Options(fmt=fmt, output=output, language=language, model=model, wait=not no_wait)
+    options = Options(fmt=fmt, output=output, language=language, model=model, wait=not no_wait, cache=not no_cache)
     try:
         client = transcriber(list(inputs), server, key, options)
     except ValueError as exc:

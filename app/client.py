@@ -88,6 +88,11 @@ def retry_after(headers: Message, default: float = DEFAULT_POLL) -> float:
         return default
 
 
+def as_json(options: dict[str, str]) -> dict[str, str | bool]:
+    """Form fields as a JSON body has them: ``cache`` a boolean."""
+    return {key: value == "true" if key == "cache" else value for key, value in options.items()}
+
+
 def error_from(answer: Answer) -> ServerError:
     """The server's own sentence from its ``{"error": code, "message": sentence}`` body, else the HTTP status."""
     try:
@@ -218,7 +223,7 @@ class Server:
             connection.close()
 
     def submit_url(self, url: str, options: dict[str, str]) -> str:
-        answer = self.request("POST", "/transcribe/async/submit", payload={"youtube_url": url, **options})
+        answer = self.request("POST", "/transcribe/async/submit", payload={"youtube_url": url, **as_json(options)})
         return answer.json()["job_id"]
 
     def submit_file(self, path: Path, options: dict[str, str], on_block: Callable[[int, int], None]) -> str:
@@ -230,7 +235,7 @@ class Server:
 
     def submit_batch(self, urls: list[str], options: dict[str, str]) -> tuple[str, list[str]]:
         answer = self.request("POST", "/transcribe/async/batch",
-                              payload={"videos": [{"youtube_url": url, **options} for url in urls]}).json()
+                              payload={"videos": [{"youtube_url": url, **as_json(options)} for url in urls]}).json()
         return answer["batch_id"], answer["job_ids"]
 
     def job_status(self, job_id: str) -> tuple[dict, float]:
@@ -404,11 +409,13 @@ class Options:
     language: str | None = None
     model: str | None = None
     wait: bool = True
+    cache: bool = True
 
     @property
     def job_options(self) -> dict[str, str]:
-        """The submit fields the person gave; the others are left to the server's defaults."""
-        return {key: value for key, value in (("language", self.language), ("model", self.model)) if value}
+        """The submit fields the person gave, as form fields; the others are left to the server's defaults."""
+        given = {key: value for key, value in (("language", self.language), ("model", self.model)) if value}
+        return given if self.cache else {**given, "cache": "false"}
 
 
 def output_dir(items: list[Item], output: Path | None) -> Path | None:

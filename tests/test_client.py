@@ -13,6 +13,7 @@ import subprocess
 
 import pexpect
 import pytest
+from rq import Queue
 
 from app.client import make_items
 from app.core.redis_server import free_port
@@ -195,6 +196,17 @@ def test_no_wait_prints_job_ids_the_server_knows(env, media_server):
     statuses = [job_status(env["YTCAPTION_SERVER"], headers_of(env), job_id) for job_id in job_ids]
     assert [status["youtube_url"] for status in statuses] == urls
     assert all(status["status"] == "pending" for status in statuses)  # no worker runs
+
+
+def test_no_cache_asks_for_runs_of_their_own(env, media_server, redis):
+    """Identical URLs share one job on the server, unless --no-cache (app.core.sharing)."""
+    url = media_server.url("fox.m4a")
+    shared = transcribe(env, "--no-wait", url)
+    afresh = transcribe(env, "--no-wait", "--no-cache", url)
+    again = transcribe(env, "--no-wait", url)
+    assert shared.returncode == afresh.returncode == again.returncode == 0, (shared.stderr, afresh.stderr)
+    queued = Queue("express", connection=redis).job_ids
+    assert queued == [shared.stdout.strip(), afresh.stdout.strip()]  # the third follows the first
 
 
 def test_an_upload_over_the_servers_limit_gets_its_413_sentence(config, tmp_path):

@@ -265,3 +265,18 @@ def test_cancelling_the_running_leader_hands_the_work_over_and_the_follower_comp
     assert state(alice, leader)["status"] == "cancelled"
     transcript = requests.get(f"{api_url}/api/v1/transcriptions/{follower}", headers=bob, timeout=30).json()
     assert word_error_rate(FIXTURE_TEXT["lecture.webm"], transcript["text"]) < 0.2
+
+
+def test_the_videos_of_a_batch_share_work_as_single_submits_do(client, make_user, services):
+    _, alice = make_user("pro")
+    other = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    videos = [{"youtube_url": YOUTUBE}, {"youtube_url": YOUTUBE}, {"youtube_url": other},
+              {"youtube_url": other, "cache": False}]
+    answer = client.post("/api/v1/transcribe/async/batch", json={"videos": videos}, headers=alice)
+    assert answer.status_code == 202, answer.get_json()
+    first, second, third, fourth = answer.get_json()["job_ids"]
+    assert services.queues["batch"].job_ids == [first, third, fourth]
+    assert sharing.leader_of(services.redis, second) == first
+    assert used(client, alice) == 4
+    body = client.get(f"/api/v1/transcribe/async/batch/{answer.get_json()['batch_id']}", headers=alice).get_json()
+    assert [video["status"] for video in body["videos"]] == ["pending"] * 4

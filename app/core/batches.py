@@ -19,18 +19,10 @@ from rq.job import Job
 
 from app.core import schemas, webhooks
 from app.core.errors import BadRequest, NotFound, ValidationFailed
-from app.core.jobs import (
-    TRANSCRIBE_VIDEO,
-    cancel_job,
-    describe_job,
-    enqueue_transcription,
-    public_status,
-)
+from app.core.jobs import SharedEnqueue, cancel_job, describe_job, public_status
 from app.core.quota import QuotaLedger
-from app.core.reliability import accept
 from app.core.schemas import BatchBody
 from app.core.settings import Settings
-from app.core.stats import record_submitted, task_name
 from app.core.users import User
 from app.core.validation import TranscriptionRequest, check_callback, check_submit, parse_body
 
@@ -63,21 +55,24 @@ def parse_batch(payload: Any, settings: Settings, user: User) -> BatchRequest:
 
 def submit_batch(queue: Queue, batch: BatchRequest, user: User, settings: Settings,
                  ledger: QuotaLedger) -> dict[str, Any]:
-    """Charge one quota unit per video (all or none) and enqueue one job per video, atomically."""
+    """Charge one quota unit per video (all or none; a video from the result cache ``QUOTA_CACHE_HIT_COST``) and
+    enqueue one job per video, atomically; each video's work is shared as a single submit's is."""
     batch_id = uuid.uuid4().hex
     requests = batch.videos
-    with ledger.charged(user, len(requests)) as quota, queue.connection.pipeline() as pipe:
-        jobs = [enqueue_transcription(queue, request, user, settings, quota.period, pipeline=pipe,
-                                      extra_meta={"batch_id": batch_id, "batch_index": index})
-                for index, request in enumerate(requests)]
+    videos = [SharedEnqueue(queue, request, user, settings,
+                            extra_meta={"batch_id": batch_id, "batch_index": index})
+              for index, request in enumerate(requests)]
+    for video in videos:
+        video.look_up()
+    with ledger.charged(user, sum(video.cost for video in videos)) as quota, queue.connection.pipeline() as pipe:
+        jobs = [video.enqueue(pipe, quota.period) for video in videos]
         record = {"batch_id": batch_id, "user_id": user.id, "job_ids": [job.id for job in jobs],
                   "created_at": time.time(),
                   **({"webhook": webhooks.target(batch.callback_url, settings)} if batch.callback_url else {})}
         pipe.set(_BATCH.format(batch_id), json.dumps(record), ex=settings.result_ttl)
-        for job in jobs:
-            accept(pipe, job.id)
-        record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO), len(requests))
         pipe.execute()
+    for video, job in zip(videos, jobs):
+        video.enqueued(job)
     return {"record": record, "quota": quota}
 
 

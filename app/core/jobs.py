@@ -166,6 +166,55 @@ class Submission:
     cached: bool = False
 
 
+class SharedEnqueue:
+    """Enqueue the job of ``request`` sharing its work (``app.core.sharing``; not with ``"cache": false``):
+    completed at once from the result cache, or following the same work in flight, or leading it.
+
+    ``look_up`` the cache first (``cost`` is then the quota the job costs), ``enqueue`` in the
+    transaction that charges it, and call ``enqueued`` once that transaction is done.
+    """
+
+    def __init__(self, queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
+                 extra_meta: dict | None = None) -> None:
+        self.queue, self.request, self.user, self.settings = queue, request, user, settings
+        self.extra_meta = extra_meta or {}
+        work = work_key_of(request) if request.cache else None
+        limit = settings.max_duration_for(user.tier)
+        self.flight = sharing.flight_key(work, queue.name, limit) if work else None
+        video = request.video
+        self.cache_key = work if work and sharing.cacheable(video and video.video_id, video and video.url) else None
+        self.transcripts = TranscriptStore(queue.connection, settings.transcript_ttl)
+        self.hit: sharing.CacheHit | None = None
+        self.result: dict | None = None
+
+    def look_up(self) -> None:
+        self.hit = sharing.cached(self.queue.connection, self.cache_key, self.settings.max_duration_for(
+            self.user.tier), self.transcripts) if self.cache_key else None
+
+    @property
+    def cost(self) -> int:
+        return self.settings.quota_cache_hit_cost if self.hit else 1
+
+    def enqueue(self, pipe: Pipeline, period: str) -> Job:
+        """The commands that enqueue the job (or complete it from the cache), in ``pipe``."""
+        meta = {**self.extra_meta, **({"cached": True} if self.hit else {})}
+        job = enqueue_transcription(self.queue, self.request, self.user, self.settings, period, pipeline=pipe,
+                                    flight=self.flight, queued=self.hit is None, extra_meta=meta)
+        if self.hit is not None:
+            self.result = sharing.finish_cached(pipe, job, self.hit, self.user.id, self.transcripts)
+            record_completed(pipe, job.id, self.queue.name, "finished", task_name(TRANSCRIBE_VIDEO), None)
+        else:
+            accept(pipe, job.id)
+        if self.cache_key:
+            sharing.count(pipe, "hit" if self.hit else "miss")
+        record_submitted(pipe, self.queue.name, task_name(TRANSCRIBE_VIDEO))
+        return job
+
+    def enqueued(self, job: Job) -> None:
+        if self.result is not None:  # a cache hit ends at once, as any job: its final event (and what follows)
+            endings.job_ended(self.queue.connection, job, "completed", self.settings, result=self.result)
+
+
 def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
                          ledger: QuotaLedger, idempotency_key: str | None = None) -> Submission:
     """Charge the user's quota and enqueue, at most once per ``idempotency_key``; share the work.
@@ -184,43 +233,14 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
         QuotaExceeded, InvalidIdempotencyKey, IdempotencyKeyReused (same key, other request).
     """
     connection = queue.connection
-    work = work_key_of(request) if request.cache else None
-    flight = sharing.flight_key(work, queue.name, settings.max_duration_for(user.tier)) if work else None
-    video = request.video
-    cache_key = work if work and sharing.cacheable(video and video.video_id, video and video.url) else None
-    transcripts = TranscriptStore(connection, settings.transcript_ttl)
-
-    def cache_hit() -> sharing.CacheHit | None:
-        return sharing.cached(connection, cache_key, settings.max_duration_for(user.tier), transcripts) \
-            if cache_key else None
-
-    def enqueue(pipe: Pipeline, period: str, hit: sharing.CacheHit | None) -> tuple[Job, dict | None]:
-        """The commands that enqueue the job (or complete it from ``hit``), in ``pipe``."""
-        job = enqueue_transcription(queue, request, user, settings, period, pipeline=pipe, flight=flight,
-                                    queued=hit is None, extra_meta={"cached": True} if hit else None)
-        result = None
-        if hit is not None:
-            result = sharing.finish_cached(pipe, job, hit, user.id, transcripts)
-            record_completed(pipe, job.id, queue.name, "finished", task_name(TRANSCRIBE_VIDEO), None)
-        else:
-            accept(pipe, job.id)
-        if cache_key:
-            sharing.count(pipe, "hit" if hit else "miss")
-        record_submitted(pipe, queue.name, task_name(TRANSCRIBE_VIDEO))
-        return job, result
-
-    def ended(job: Job, result: dict | None) -> None:
-        if result is not None:  # a cache hit ends at once, as any job: its final event (and what follows)
-            endings.job_ended(connection, job, "completed", settings, result=result)
-
+    shared = SharedEnqueue(queue, request, user, settings)
     if idempotency_key is None:
-        hit = cache_hit()
-        cost = settings.quota_cache_hit_cost if hit else 1
-        with ledger.charged(user, cost) as quota, connection.pipeline() as pipe:
-            job, result = enqueue(pipe, quota.period, hit)
+        shared.look_up()
+        with ledger.charged(user, shared.cost) as quota, connection.pipeline() as pipe:
+            job = shared.enqueue(pipe, quota.period)
             pipe.execute()
-        ended(job, result)
-        return Submission(job, quota, cached=hit is not None)
+        shared.enqueued(job)
+        return Submission(job, quota, cached=shared.hit is not None)
 
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidIdempotencyKey()
@@ -244,18 +264,18 @@ def submit_transcription(queue: Queue, request: TranscriptionRequest, user: User
                     return Submission(job, ledger.usage(user), replayed=True)
                 except NoSuchJobError:
                     pass  # the job record expired: accept the request anew
-            hit = cache_hit()
+            shared.look_up()
             pipe.multi()
             # QuotaExceeded from here resets pipe (the with block).
-            quota = ledger.charge_in(pipe, user, used, moment, jobs=settings.quota_cache_hit_cost if hit else 1)
-            job, result = enqueue(pipe, quota.period, hit)
+            quota = ledger.charge_in(pipe, user, used, moment, jobs=shared.cost)
+            job = shared.enqueue(pipe, quota.period)
             pipe.set(claim, json.dumps({"job_id": job.id, "fingerprint": fingerprint}), ex=settings.result_ttl)
             try:
                 pipe.execute()
             except WatchError:
                 continue  # the key was claimed or the user charged meanwhile: look again (and replay its job)
-            ended(job, result)
-            return Submission(job, quota, cached=hit is not None)
+            shared.enqueued(job)
+            return Submission(job, quota, cached=shared.hit is not None)
 
 
 def _fingerprint(queue: Queue, request: TranscriptionRequest) -> str:
