@@ -181,9 +181,16 @@ def test_a_completed_upload_answers_the_same_upload_at_once_from_the_cache(api_u
     # Nothing says whose transcript it was.
     assert done["job_id"] not in json.dumps(state) + json.dumps(mine)
 
-    # "cache": false runs afresh.
+    # "cache": false runs afresh, and its transcript answers the next submits.
     fresh = upload(bob, cache="false")
     assert fresh.status_code == 202 and fresh.json()["status"] == "accepted"
+    rerun = wait_for(lambda: _ended(api_url, bob, fresh.json()["job_id"]), timeout=180, interval=0.2,
+                     message="the fresh run to end")
+    assert rerun["status"] == "completed"
+    later = upload(alice)
+    assert later.status_code == 200 and later.json()["cached"] is True
+    copied = _ended(api_url, alice, later.json()["job_id"])["result"]
+    assert copied["timings"] == rerun["result"]["timings"] != done["result"]["timings"]  # the fresh run's
 
 
 def _ended(api_url: str, headers: dict, job_id: str) -> dict | None:

@@ -102,12 +102,14 @@ def make_queues(connection: Redis) -> dict[str, Queue]:
 
 def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: User, settings: Settings,
                           quota_period: str, pipeline: Pipeline | None = None,
-                          extra_meta: dict | None = None, flight: str | None = None, queued: bool = True) -> Job:
+                          extra_meta: dict | None = None, work_key: str | None = None, flight: str | None = None,
+                          queued: bool = True) -> Job:
     """Put a transcription job on ``queue``; only JSON-friendly arguments, never the API key.
 
     An uploaded file is stored beside the job, in ``pipeline`` (``app.core.uploads``); the job's
     arguments say only its name and size. With a ``flight`` key the job leads that work, or follows
     the job that leads it (``app.core.sharing.share``); not ``queued``, it is only saved (``deferred``).
+    ``work_key``: the request's (``work_key_of``), if computed already.
     """
     kwargs = {
         "url": request.video.url if request.video else None,
@@ -124,7 +126,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
         kwargs["options"] = request.options.as_job()
     meta = {"progress": 0, "stage": "queued", "max_attempts": settings.job_max_retries + 1,
             "quota_period": quota_period, **(extra_meta or {})}
-    meta["work_key"] = work_key_of(request)
+    meta["work_key"] = work_key or work_key_of(request)  # its end is remembered under it (app.core.sharing)
     if request.callback_url:
         meta["webhook"] = webhooks.target(request.callback_url, settings)
     job = queue.create_job(
@@ -151,7 +153,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
     return job
 
 
-def work_key_of(request: TranscriptionRequest) -> str | None:
+def work_key_of(request: TranscriptionRequest) -> str:
     """The request's work key (``app.core.sharing``)."""
     video = request.video
     return sharing.work_key(video and video.video_id, video and video.url, request.upload and request.upload.data,
@@ -178,11 +180,12 @@ class SharedEnqueue:
                  extra_meta: dict | None = None) -> None:
         self.queue, self.request, self.user, self.settings = queue, request, user, settings
         self.extra_meta = extra_meta or {}
-        work = work_key_of(request) if request.cache else None
+        self.work = work_key_of(request)
         limit = settings.max_duration_for(user.tier)
-        self.flight = sharing.flight_key(work, queue.name, limit) if work else None
+        self.flight = sharing.flight_key(self.work, queue.name, limit) if request.cache else None
         video = request.video
-        self.cache_key = work if work and sharing.cacheable(video and video.video_id, video and video.url) else None
+        cacheable = request.cache and sharing.cacheable(video and video.video_id, video and video.url)
+        self.cache_key = self.work if cacheable else None
         self.transcripts = TranscriptStore(queue.connection, settings.transcript_ttl)
         self.hit: sharing.CacheHit | None = None
         self.result: dict | None = None
@@ -199,7 +202,7 @@ class SharedEnqueue:
         """The commands that enqueue the job (or complete it from the cache), in ``pipe``."""
         meta = {**self.extra_meta, **({"cached": True} if self.hit else {})}
         job = enqueue_transcription(self.queue, self.request, self.user, self.settings, period, pipeline=pipe,
-                                    flight=self.flight, queued=self.hit is None, extra_meta=meta)
+                                    extra_meta=meta, work_key=self.work, flight=self.flight, queued=self.hit is None)
         if self.hit is not None:
             self.result = sharing.finish_cached(pipe, job, self.hit, self.user.id, self.transcripts)
             record_completed(pipe, job.id, self.queue.name, "finished", task_name(TRANSCRIBE_VIDEO), None)
