@@ -46,7 +46,8 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now
 
-from app.core import events, stats
+from app.core import events, stats, uploads
+from app.core.quota import refund
 from app.core.settings import Settings
 from app.core.stats import record_completed, task_name
 from app.core.transcripts import TranscriptStore
@@ -262,7 +263,7 @@ def _finish(pipe: Pipeline, job: Job, result: dict) -> None:
 
 def _complete_followers(connection: Redis, followers: list[Job], transcript: dict, result: dict,
                         settings: Settings) -> None:
-    from app.core.endings import job_ended
+    from app.core.endings import job_ended  # here: app.core.endings imports this module
 
     transcripts = TranscriptStore(connection, settings.transcript_ttl)
     for follower in followers:
@@ -275,8 +276,7 @@ def _complete_followers(connection: Redis, followers: list[Job], transcript: dic
 
 
 def _fail_followers(connection: Redis, followers: list[Job], error: dict | None, settings: Settings) -> None:
-    from app.core.endings import job_ended
-    from app.core.quota import refund
+    from app.core.endings import job_ended  # here: app.core.endings imports this module
 
     for follower in followers:
         follower.meta["error"] = error
@@ -297,8 +297,6 @@ def _fail_followers(connection: Redis, followers: list[Job], error: dict | None,
 def _hand_over(connection: Redis, leader: Job, followers: list[Job], flight: str) -> None:
     """The leader was cancelled (or its transcript is gone already): its first follower does the work now, at the
     front of its queue, and leads the rest."""
-    from app.core import uploads
-
     heir, rest = followers[0], followers[1:]
     if leader.kwargs.get("upload"):
         uploads.copy(connection, leader.id, heir.id)
