@@ -220,8 +220,10 @@ class MediaServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+    def url(self, name: str, **query) -> str:
+        """The file's URL; a query (ignored by the server) makes another URL of the same file."""
+        suffix = "?" + "&".join(f"{key}={value}" for key, value in query.items()) if query else ""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}{suffix}"
 
     def close(self) -> None:
         self.httpd.shutdown()

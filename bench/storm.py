@@ -11,7 +11,8 @@ frozen with SIGSTOP (main, horse and engine host: a machine that stops answering
 still holds its connections) and resumed with SIGCONT.
 
 A submit is retried, with the same ``Idempotency-Key``, until the API answers 202 (or 200, the
-replay of an accepted submit): "accepted" means the client got that answer.
+replay of an accepted submit): "accepted" means the client got that answer. The URLs come in pairs:
+the second of a pair usually follows the first's work (in-flight sharing), the pairs are separate work.
 """
 
 from __future__ import annotations
@@ -171,9 +172,11 @@ class Storm:
         return self.result
 
     def submit_all(self) -> None:
-        url = self.h.media.url("fox.m4a")
         while len(self.result.accepted) < self.jobs:
             for _ in range(min(self.burst, self.jobs - len(self.result.accepted))):
+                # Two submits per URL, one after the other: the second shares the first's work while it is in
+                # flight (app.core.sharing), so followers go through the storm too; each pair is a job of its own.
+                url = self.h.media.url("fox.m4a", pair=len(self.result.accepted) // 2)
                 self.result.accepted.append(self.submit(url))
             time.sleep(self.burst_every)
         self.done_submitting.set()
