@@ -46,7 +46,6 @@ return #targets
 """)
 
 
-
 def key(job_id: str) -> str:
     return _EVENTS.format(job_id)
 
