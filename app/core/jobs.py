@@ -156,7 +156,7 @@ def enqueue_transcription(queue: Queue, request: TranscriptionRequest, user: Use
 def work_key_of(request: TranscriptionRequest) -> str:
     """The request's work key (``app.core.sharing``)."""
     video = request.video
-    return sharing.work_key(video and video.video_id, video and video.url, request.upload and request.upload.data,
+    return sharing.work_key(video and video.video_id, video and video.url, request.upload and request.upload.sha256,
                             request.model, request.language, request.source, request.options.as_job())
 
 
@@ -181,8 +181,8 @@ class SharedEnqueue:
         self.queue, self.request, self.user, self.settings = queue, request, user, settings
         self.extra_meta = extra_meta or {}
         self.work = work_key_of(request)
-        limit = settings.max_duration_for(user.tier)
-        self.flight = sharing.flight_key(self.work, queue.name, limit) if request.cache else None
+        self.limit = settings.max_duration_for(user.tier)
+        self.flight = sharing.flight_key(self.work, queue.name, self.limit) if request.cache else None
         video = request.video
         cacheable = request.cache and sharing.cacheable(video and video.video_id, video and video.url)
         self.cache_key = self.work if cacheable else None
@@ -191,8 +191,8 @@ class SharedEnqueue:
         self.result: dict | None = None
 
     def look_up(self) -> None:
-        self.hit = sharing.cached(self.queue.connection, self.cache_key, self.settings.max_duration_for(
-            self.user.tier), self.transcripts) if self.cache_key else None
+        self.hit = sharing.cached(self.queue.connection, self.cache_key, self.limit, self.transcripts) \
+            if self.cache_key else None
 
     @property
     def cost(self) -> int:
@@ -286,7 +286,7 @@ def _fingerprint(queue: Queue, request: TranscriptionRequest) -> str:
     # ``source`` only when not the default: a key claimed before sources existed keeps its fingerprint.
     fields = [request.video.url if request.video else None, request.language, request.model, queue.name]
     fields += [request.source] if request.source != "whisper" else []
-    fields += [hashlib.sha256(request.upload.data).hexdigest()] if request.upload is not None else []
+    fields += [request.upload.sha256] if request.upload is not None else []
     fields += [request.options.as_job()] if request.options.as_job() else []
     fields += [{"callback_url": request.callback_url}] if request.callback_url else []
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
@@ -433,11 +433,12 @@ def cancel_job(connection: Redis, job: Job, settings: Settings) -> str:
     status = public_status(job)
     if status == "cancelled":
         return status
-    if sharing.cancel_follower(connection, job):  # the others' work goes on
-        _cancel_waiting(connection, job, settings)
-        return "cancelled"
-    job.refresh()  # a follower may have been given the work (queued) or ended with it a moment ago
-    status = public_status(job)
+    if job.get_status(refresh=False) == JobStatus.DEFERRED:  # a follower (app.core.sharing)
+        if sharing.cancel_follower(connection, job):  # the others' work goes on
+            _cancel_waiting(connection, job, settings)
+            return "cancelled"
+        job.refresh()  # it was given the work (queued) or ended with it a moment ago
+        status = public_status(job)
     if status in ("completed", "failed"):
         raise JobAlreadyFinished(f"Job {job.id} has already {'completed' if status == 'completed' else 'failed'}.")
 

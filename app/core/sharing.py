@@ -110,13 +110,13 @@ return 0
 """)
 
 
-def work_key(video_id: str | None, url: str | None, upload: bytes | None, model: str, language: str | None,
+def work_key(video_id: str | None, url: str | None, upload_sha256: str | None, model: str, language: str | None,
              source: str, options: dict[str, Any]) -> str:
     """What identifies the work a request asks for."""
     if video_id is not None:
         what = ["video", video_id]
-    elif upload is not None:
-        what = ["upload", hashlib.sha256(upload).hexdigest()]
+    elif upload_sha256 is not None:
+        what = ["upload", upload_sha256]
     else:
         what = ["url", url]
     fields = [*what, model, language or "auto", source, sorted(options.items())]
@@ -196,9 +196,11 @@ def leader_ended(connection: Redis, job: Job, status: str, details: dict[str, An
             and cacheable(job.kwargs.get("video_id"), job.kwargs.get("url")):
         remember(connection, key, result, settings.result_cache_ttl_seconds)
     flight = flight_key(key, job.origin, job.kwargs.get("max_duration"))
-    followers = [member.decode() for member in
-                 _TAKE_FOLLOWERS(keys=[flight, FOLLOWERS.format(job.id)], args=[job.id], client=connection)]
-    followers = [follower for follower in followers if leader_of(connection, follower) == job.id]
+    members = [member.decode() for member in
+               _TAKE_FOLLOWERS(keys=[flight, FOLLOWERS.format(job.id)], args=[job.id], client=connection)]
+    # Those that still follow it (one the orphan sweep queued on its own follows nothing), in one round trip.
+    leaders = connection.mget([FOLLOWS.format(member) for member in members]) if members else []
+    followers = [member for member, leader in zip(members, leaders) if leader is not None and leader.decode() == job.id]
     if not followers:
         return
     jobs = [found for found in Job.fetch_many(followers, connection=connection) if found is not None]

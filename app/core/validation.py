@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -24,6 +26,11 @@ class Upload:
 
     filename: str
     data: bytes
+
+    @cached_property
+    def sha256(self) -> str:
+        """The audio's SHA-256 (hex), computed once: the work key and the idempotency fingerprint both use it."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
